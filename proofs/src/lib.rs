@@ -1,0 +1,31 @@
+//! # proofs — Tongban's pure verification core
+//!
+//! Everything Tongban hashes, signs, seals or verifies lives here, with no I/O,
+//! no clock and no randomness of its own: time, randomness and trust roots come in
+//! as arguments, so every party (gateway, utility, inspector) runs the same checks.
+//!
+//! ## Map
+//!
+//! * [`encoding`] — the canonical byte encoding (domain tags, lengths, limits).
+//! * [`hash`] — SHA-256 digests ([`Hash`]) and hex forms.
+//! * [`merkle`] — RFC 6962 trees via `rs_merkle`, strict RFC 9162 inclusion and
+//!   consistency verifiers of our own.
+//! * [`value`] — typed field values ([`Value`]) and dates.
+//! * [`keys`] — Ed25519 keys (strict verification, weak keys refused) and X25519 keys.
+//! * [`seal`] — HPKE (RFC 9180) one-shot seal/open, base and auth modes.
+//! * [`trust`] — [`TrustRoots`]: endorser sets and member keys from the registry.
+//!
+//! The byte layouts are specified in `docs/encoding.md`.
+
+pub mod encoding;
+pub mod hash;
+pub mod keys;
+pub mod merkle;
+pub mod seal;
+pub mod trust;
+pub mod value;
+
+pub use hash::Hash;
+pub use keys::{HpkePublicKey, PublicKey, Signature, SigningKey};
+pub use trust::{ChainTrust, Member, Role, TrustRoots};
+pub use value::{Date, Kind, Value};

@@ -1,0 +1,1 @@
+//! Shared helpers for Tongban's cross-crate tests.
