@@ -17,15 +17,24 @@
 //!
 //! The byte layouts are specified in `docs/encoding.md`.
 
+pub mod bundle;
+pub mod commitment;
 pub mod encoding;
 pub mod hash;
 pub mod keys;
 pub mod merkle;
+pub mod header;
+pub mod report;
 pub mod seal;
+pub mod subject;
+pub mod testkit;
 pub mod trust;
+pub mod tx;
 pub mod value;
 
+pub use bundle::{EvidencePackage, ProofBundle, verify_bundle, verify_package};
 pub use hash::Hash;
+pub use report::Report;
 pub use keys::{HpkePublicKey, PublicKey, Signature, SigningKey};
 pub use trust::{ChainTrust, Member, Role, TrustRoots};
 pub use value::{Date, Kind, Value};
