@@ -71,7 +71,17 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
         if filled > 0 {
             std::fs::write(path, &filled_text)?;
         }
-        let registry = regions::Registry::from_toml_str(&filled_text)?;
+        let registry = match regions::Registry::from_toml_str(&filled_text) {
+            Ok(r) => r,
+            Err(e) => {
+                writeln!(
+                    out,
+                    "{path}: filled {filled} placeholder(s); cannot check keys: {e}"
+                )?;
+                all_ok = false;
+                continue;
+            }
+        };
         let keys = registry.test_keys();
         let wrong: Vec<_> = keys.iter().filter(|k| !k.matches()).collect();
         writeln!(
