@@ -4,7 +4,7 @@
 //! region's only root of trust. This crate reads it, validates it, turns it
 //! into `proofs`' trust roots, and evaluates the data-sharing contracts and
 //! predicates it defines. It is pure: no clock, no randomness, and no I/O
-//! except [`load`] / [`load_pinned`], which read the registry file.
+//! except [`load()`] / [`load_pinned`], which read the registry file.
 //!
 //! ## Map
 //!

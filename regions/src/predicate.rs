@@ -36,7 +36,9 @@
 //!   and the same** record (so "owns certificate X and it is not seized" cannot
 //!   be answered by two different titles) and every count to hold.
 //! * `years_ago = N` means the same month and day N years before `today`
-//!   (29 February becomes 28 February in a common year).
+//!   (29 February becomes 28 February in a common year). So
+//!   `birth_date le years_ago 18` holds from the 18th birthday on; for a person
+//!   born on 29 February, from 1 March in common years.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;

@@ -9,7 +9,7 @@ impl Registry {
     /// The trust roots every verifier takes: each city's endorser set (as a
     /// [`ChainTrust`]) and every gateway, hub, department, utility and centre as
     /// a [`Member`] with its [`proofs::Role`]. `registry_hash` is the SHA-256 of
-    /// the registry file (from [`load`](crate::load)).
+    /// the registry file (from [`load`](crate::load())).
     ///
     /// Fails closed: the registry is validated first, and any problem is
     /// returned instead of roots.
