@@ -639,3 +639,79 @@ impl From<Service> for ServiceRepr {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(text: &str) -> Result<Rule, toml::de::Error> {
+        #[derive(Deserialize)]
+        struct Doc {
+            rule: Rule,
+        }
+        toml::from_str::<Doc>(&format!("rule = {text}")).map(|d| d.rule)
+    }
+
+    #[test]
+    fn rules_parse_from_their_written_form() {
+        let r = rule(r#"{ all = ["a", { any = ["b", { not = "c" }] }] }"#).unwrap();
+        let expected = Rule::All(vec![
+            Rule::Evidence("a".into()),
+            Rule::Any(vec![
+                Rule::Evidence("b".into()),
+                Rule::Not(Box::new(Rule::Evidence("c".into()))),
+            ]),
+        ]);
+        assert_eq!(r, expected);
+        assert_eq!(r.evidence_ids(), ["a", "b", "c"]);
+        let err = |t: &str| rule(t).unwrap_err().to_string();
+        assert!(err("{}").contains("an empty table is not a rule"));
+        assert!(err(r#"{ all = ["a"], any = ["b"] }"#).contains("exactly one key"));
+        assert!(err(r#"{ some = ["a"] }"#).contains("unknown field `some`"));
+        assert!(err("5").contains("an evidence id, or a table"));
+    }
+
+    #[test]
+    fn rules_decide_three_valued() {
+        let r = rule(r#"{ all = ["a", { any = ["b", { not = "c" }] }] }"#).unwrap();
+        let with = |pairs: &[(&str, bool)]| {
+            let m: BTreeMap<String, bool> =
+                pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+            r.decide(&|id| m.get(id).copied())
+        };
+        assert_eq!(with(&[]), None);
+        assert_eq!(with(&[("a", false)]), Some(false));
+        assert_eq!(with(&[("a", true)]), None);
+        assert_eq!(with(&[("a", true), ("b", true)]), Some(true));
+        assert_eq!(with(&[("a", true), ("c", false)]), Some(true));
+        assert_eq!(with(&[("a", true), ("b", false), ("c", true)]), Some(false));
+        assert_eq!(with(&[("a", true), ("b", false)]), None);
+        assert_eq!(Rule::All(vec![]).decide(&|_| None), Some(true));
+        assert_eq!(Rule::Any(vec![]).decide(&|_| None), Some(false));
+    }
+
+    #[test]
+    fn references_parse_and_print() {
+        assert_eq!(
+            CityRef::from("param:property_city"),
+            CityRef::Param("property_city".into())
+        );
+        assert_eq!(CityRef::from("nanjing"), CityRef::Fixed("nanjing".into()));
+        assert_eq!(CityRef::Param("x".into()).to_string(), "param:x");
+        let s: Source = "evidence:seller-title.address".parse().unwrap();
+        assert_eq!(
+            s,
+            Source::Evidence {
+                evidence: "seller-title".into(),
+                field: "address".into()
+            }
+        );
+        assert_eq!(s.to_string(), "evidence:seller-title.address");
+        assert_eq!(
+            "param:buyer_name".parse::<Source>(),
+            Ok(Source::Param("buyer_name".into()))
+        );
+        assert!("evidence:no-field".parse::<Source>().is_err());
+        assert!("buyer_name".parse::<Source>().is_err());
+    }
+}

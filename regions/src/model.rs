@@ -6,6 +6,60 @@
 //! the entry of a bad one), and
 //! [`Registry::trust_roots`](crate::Registry::trust_roots) turns them into
 //! `proofs` keys.
+//!
+//! # The file, table by table
+//!
+//! ```toml
+//! [region]                      # id, name, version (from 1),
+//! id = "yangtze-delta"          # previous = "<sha-256 hex>" from version 2 on
+//! name = "…"
+//! version = 1
+//!
+//! [[hubs]]                      # relay gateways with no chain of their own
+//! id = "anhui-hub"              # member id; city = the host city
+//! name = "…"
+//! city = "hefei"
+//! signing_key = "<ed25519 hex>"
+//! listen = ["/dns4/hub.example/tcp/4100"]
+//!
+//! [[cities]]
+//! id = "nanjing"                # every member id of the city is "nanjing.<name>"
+//! name = "Nanjing"
+//! name_zh = "南京"
+//! chain = { chain_id = "nanjing-egov", threshold = 3, endorsers = ["<ed25519 hex>", …] }
+//! gateway = { id = "nanjing.gateway", signing_key = "…", listen = ["/dns4/…/tcp/4102"] }
+//!                               # optional: hub = "<hub or gateway id>"
+//! [[cities.departments]]        # id, name, signing_key, hpke_key (X25519 hex),
+//! id = "nanjing.civil-affairs"  # owns = [record type ids]
+//! [[cities.utilities]]          # id, name, kind = gas|water|electricity|broadband,
+//! id = "nanjing.gas"            # signing_key, hpke_key (one utility per kind per city)
+//! [[cities.centres]]            # id, name, signing_key, hpke_key
+//! id = "nanjing.centre"
+//!
+//! [[record_types]]              # id, name, fields = [{ name, kind = text|int|bool|date }],
+//! id = "marriage"               # subject = [text fields naming whom a record is about]
+//!
+//! [[contracts]]                 # id, version, requesters (departments/centres),
+//! id = "house-transfer.title"   # providers (departments owning record_type), record_type,
+//!                               # fields, operators (eq ne lt le gt ge in exists),
+//!                               # count = true|false, disclosure = "match"|"value",
+//!                               # purpose, valid_from, valid_until ("YYYY-MM-DD"),
+//!                               # budget = { queries = 5, per_days = 30 }
+//!
+//! [[bundles]]                   # id, name, params = [{ id, name, kind = text|int|bool|date|city }],
+//! id = "house-transfer"         # rule = "<evidence>" | { all = [...] } | { any = [...] } | { not = ... }
+//! [[bundles.evidence]]          # id, name, contract, department (local id, e.g. "real-estate"),
+//!                               # city = "nanjing" | "param:<city param>", subject = "<text param>",
+//!                               # predicates = [...] (see crate::predicate), disclose = [fields]
+//! [[bundles.services]]          # id, name, utility = "<kind>" or department = "<local id>",
+//!                               # city, fields = [{ name, from = "param:<p>" | "evidence:<e>.<field>" }]
+//! ```
+//!
+//! Ids are lower-case ASCII letters, digits, `-` and `_` (plus `.` in region,
+//! chain, record type, contract and bundle ids), at most 64 characters. Cities,
+//! chains, members (of every kind together), record types, contracts and
+//! bundles are separate namespaces; within a bundle, parameters, evidence and
+//! services are.
 
 use proofs::{Date, Hash, Kind, Role};
 use serde::{Deserialize, Serialize};

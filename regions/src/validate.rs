@@ -867,3 +867,40 @@ impl Validator<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::id_problem;
+
+    #[test]
+    fn id_syntax() {
+        assert_eq!(id_problem("nanjing", false), None);
+        assert_eq!(id_problem("house-transfer.title", true), None);
+        assert_eq!(id_problem("buyer_id", false), None);
+        assert_eq!(id_problem("", false), Some("it is empty"));
+        assert_eq!(
+            id_problem("a.b", false),
+            Some("only lower-case letters, digits, `-` and `_` are allowed")
+        );
+        assert_eq!(
+            id_problem("Nanjing", true),
+            Some("it must start with a lower-case letter or a digit")
+        );
+        assert_eq!(
+            id_problem("-x", true),
+            Some("it must start with a lower-case letter or a digit")
+        );
+        assert_eq!(
+            id_problem("南京", true),
+            Some("it must start with a lower-case letter or a digit")
+        );
+        assert_eq!(
+            id_problem("a b", true),
+            Some("only lower-case letters, digits, `-`, `_` and `.` are allowed")
+        );
+        assert_eq!(
+            id_problem(&"a".repeat(65), true),
+            Some("it is longer than 64 characters")
+        );
+    }
+}
