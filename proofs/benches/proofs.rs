@@ -58,14 +58,27 @@ fn inclusion(c: &mut Criterion) {
     let index = 23_456_789u64;
     let mut p = Vec::new();
     path(index, 0, N, &mut p);
-    let proof = InclusionProof { index, size: N, path: p };
+    let proof = InclusionProof {
+        index,
+        size: N,
+        path: p,
+    };
     let leaf_h = leaf(index);
     // The root follows from the path; a check against the independent computation
     // of a smaller tree is in the unit tests. Here: the proof must verify.
     let root_h = proofs::merkle::root_from_inclusion(&leaf_h.0, index, N, &proof.path).unwrap();
     verify_inclusion(&leaf_h.0, &proof, &root_h.0).unwrap();
     let mut g = c.benchmark_group("inclusion_2e25");
-    g.bench_function("verify_strict_inclusion", |b| b.iter(|| verify_inclusion(black_box(&leaf_h.0), black_box(&proof), black_box(&root_h.0)).unwrap()));
+    g.bench_function("verify_strict_inclusion", |b| {
+        b.iter(|| {
+            verify_inclusion(
+                black_box(&leaf_h.0),
+                black_box(&proof),
+                black_box(&root_h.0),
+            )
+            .unwrap()
+        })
+    });
     // Floor: the 25 node hashes the proof must compute, nothing else.
     g.bench_function("floor_25_node_hashes", |b| {
         b.iter(|| {
@@ -80,10 +93,24 @@ fn inclusion(c: &mut Criterion) {
 }
 
 fn certificate(c: &mut Criterion) {
-    let keys: Vec<SigningKey> = (0..7).map(|i| SigningKey::from_seed(&test_seed(&format!("bench/e{i}")))).collect();
+    let keys: Vec<SigningKey> = (0..7)
+        .map(|i| SigningKey::from_seed(&test_seed(&format!("bench/e{i}"))))
+        .collect();
     let chain = ChainTrust::new("bench", keys.iter().map(SigningKey::public).collect(), 4).unwrap();
-    let header = Header { chain_id: "bench".into(), height: 1, prev: Hash([1; 32]), timestamp_ms: 1, tx_count: 1, tx_root: Hash([2; 32]) };
-    let signers: Vec<(u16, &SigningKey)> = keys.iter().enumerate().take(4).map(|(i, k)| (i as u16, k)).collect();
+    let header = Header {
+        chain_id: "bench".into(),
+        height: 1,
+        prev: Hash([1; 32]),
+        timestamp_ms: 1,
+        tx_count: 1,
+        tx_root: Hash([2; 32]),
+    };
+    let signers: Vec<(u16, &SigningKey)> = keys
+        .iter()
+        .enumerate()
+        .take(4)
+        .map(|(i, k)| (i as u16, k))
+        .collect();
     let cert = Certificate::sign(&header, &signers);
     verify_certificate(&header, &cert, &chain).unwrap();
     let msg = header.endorsement_message();
@@ -92,13 +119,18 @@ fn certificate(c: &mut Criterion) {
         .iter()
         .map(|e| {
             (
-                ed25519_dalek::VerifyingKey::from_bytes(chain.endorsers()[e.signer as usize].as_bytes()).unwrap(),
+                ed25519_dalek::VerifyingKey::from_bytes(
+                    chain.endorsers()[e.signer as usize].as_bytes(),
+                )
+                .unwrap(),
                 ed25519_dalek::Signature::from_bytes(&e.signature.0),
             )
         })
         .collect();
     let mut g = c.benchmark_group("certificate_4_of_7");
-    g.bench_function("verify_certificate", |b| b.iter(|| verify_certificate(black_box(&header), black_box(&cert), &chain).unwrap()));
+    g.bench_function("verify_certificate", |b| {
+        b.iter(|| verify_certificate(black_box(&header), black_box(&cert), &chain).unwrap())
+    });
     g.bench_function("floor_4_verify_strict", |b| {
         b.iter(|| {
             for (k, s) in &dalek {
@@ -110,12 +142,21 @@ fn certificate(c: &mut Criterion) {
 }
 
 fn disclosure(c: &mut Criterion) {
-    let fields: BTreeMap<String, Value> = (0..12).map(|i| (format!("field_{i:02}"), Value::Text(format!("value number {i}")))).collect();
+    let fields: BTreeMap<String, Value> = (0..12)
+        .map(|i| {
+            (
+                format!("field_{i:02}"),
+                Value::Text(format!("value number {i}")),
+            )
+        })
+        .collect();
     let rec = CommittedRecord::new(fields, [5; 32]).unwrap();
     let d = rec.disclose("field_07").unwrap();
     let commitment = rec.commitment();
     let mut g = c.benchmark_group("field_disclosure_12_fields");
-    g.bench_function("verify_disclosure", |b| b.iter(|| verify_disclosure(black_box(&commitment), black_box(&d)).unwrap()));
+    g.bench_function("verify_disclosure", |b| {
+        b.iter(|| verify_disclosure(black_box(&commitment), black_box(&d)).unwrap())
+    });
     // Floor: encode the leaf, hash it, hash up the path.
     g.bench_function("floor_leaf_and_path_hashes", |b| {
         b.iter(|| {
@@ -140,7 +181,14 @@ fn sealing(c: &mut Criterion) {
     let mut g = c.benchmark_group("hpke_256_byte_answer");
     g.bench_function("seal_and_open", |b| {
         b.iter(|| {
-            let s = seal_base(&bob.public(), b"tongban/answer/v1", b"request-hash", black_box(&answer), &mut rng).unwrap();
+            let s = seal_base(
+                &bob.public(),
+                b"tongban/answer/v1",
+                b"request-hash",
+                black_box(&answer),
+                &mut rng,
+            )
+            .unwrap();
             black_box(open_base(&bob, b"tongban/answer/v1", b"request-hash", &s).unwrap())
         })
     });
@@ -149,8 +197,26 @@ fn sealing(c: &mut Criterion) {
     let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(&pk.to_bytes()).unwrap();
     g.bench_function("floor_hpke_crate_seal_and_open", |b| {
         b.iter(|| {
-            let (enc, ct) = hpke::single_shot_seal_with_rng::<Aead, Kdf, Kem>(&OpModeS::Base, &pk, b"tongban/answer/v1", black_box(&answer), b"request-hash", &mut rng).unwrap();
-            black_box(hpke::single_shot_open::<Aead, Kdf, Kem>(&OpModeR::Base, &sk, &enc, b"tongban/answer/v1", &ct, b"request-hash").unwrap())
+            let (enc, ct) = hpke::single_shot_seal_with_rng::<Aead, Kdf, Kem>(
+                &OpModeS::Base,
+                &pk,
+                b"tongban/answer/v1",
+                black_box(&answer),
+                b"request-hash",
+                &mut rng,
+            )
+            .unwrap();
+            black_box(
+                hpke::single_shot_open::<Aead, Kdf, Kem>(
+                    &OpModeR::Base,
+                    &sk,
+                    &enc,
+                    b"tongban/answer/v1",
+                    &ct,
+                    b"request-hash",
+                )
+                .unwrap(),
+            )
         })
     });
     g.finish();
@@ -169,14 +235,22 @@ fn bundle(c: &mut Criterion) {
     g.bench_function("verify_bundle", |bch| {
         bch.iter(|| {
             let mut r = Report::new();
-            black_box(proofs::verify_bundle(black_box(&b), &chain.roots, now, "b", &mut r)).unwrap()
+            black_box(proofs::verify_bundle(
+                black_box(&b),
+                &chain.roots,
+                now,
+                "b",
+                &mut r,
+            ))
+            .unwrap()
         })
     });
     // Floor: the certificate's signatures, the author's signature and the Merkle path.
     g.bench_function("floor_sigs_and_path", |bch| {
         bch.iter(|| {
             verify_certificate(&b.header.header, &b.header.certificate, trust).unwrap();
-            dept.verify(&tx.signing_bytes(), &tx.signature).unwrap();
+            dept.verify(&tx.signing_bytes(), tx.signature().unwrap())
+                .unwrap();
             verify_inclusion(&leaf_hash(&b.tx).0, &b.proof, &b.header.header.tx_root.0).unwrap();
         })
     });

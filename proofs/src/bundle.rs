@@ -16,7 +16,7 @@ use crate::header::{CertError, Certificate, CertifiedHeader, Header, verify_cert
 use crate::merkle::{InclusionProof, MerkleError, leaf_hash, verify_inclusion};
 use crate::report::Report;
 use crate::trust::TrustRoots;
-use crate::tx::{MAX_TX_BYTES, Transaction, TxBody, TxError};
+use crate::tx::{Authorization, MAX_TX_BYTES, Transaction, TxBody, TxError, verify_batch_member};
 use crate::value::Value;
 
 /// Domain tag of a bundle.
@@ -41,6 +41,19 @@ pub struct ProofBundle {
     pub tx: Vec<u8>,
     /// Inclusion proof of the transaction in the header's tx root.
     pub proof: InclusionProof,
+    /// For a batch member: the seal's own bundle and the member's path in the batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<Box<BatchEvidence>>,
+}
+
+/// What proves a batched transaction's authorization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchEvidence {
+    /// The bundle of the batch seal (itself self-signed; never batched).
+    pub seal: ProofBundle,
+    /// The member's place under the seal's root.
+    pub member: InclusionProof,
 }
 
 fn write_proof(e: &mut Encoder, p: &InclusionProof) {
@@ -73,13 +86,49 @@ impl ProofBundle {
         self.header.certificate.write(e);
         e.bytes(&self.tx);
         write_proof(e, &self.proof);
+        match &self.batch {
+            None => {
+                e.u8(0);
+            }
+            Some(b) => {
+                e.u8(1);
+                b.seal.write_fields(e);
+                write_proof(e, &b.member);
+            }
+        }
     }
     fn read_fields(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Self::read_nested(d, true)
+    }
+    fn read_nested(d: &mut Decoder<'_>, allow_batch: bool) -> Result<Self, DecodeError> {
         let header = Header::read(d)?;
         let certificate = Certificate::read(d)?;
         let tx = d.bytes("bundle.tx", MAX_TX_BYTES)?.to_vec();
         let proof = read_proof(d)?;
-        Ok(ProofBundle { header: CertifiedHeader { header, certificate }, tx, proof })
+        let batch = match d.u8("bundle.batch")? {
+            0 => None,
+            // A seal is self-signed: its bundle never nests another batch.
+            1 if allow_batch => {
+                let seal = Self::read_nested(d, false)?;
+                let member = read_proof(d)?;
+                Some(Box::new(BatchEvidence { seal, member }))
+            }
+            v => {
+                return Err(DecodeError::UnknownTag {
+                    field: "bundle.batch",
+                    value: u64::from(v),
+                });
+            }
+        };
+        Ok(ProofBundle {
+            header: CertifiedHeader {
+                header,
+                certificate,
+            },
+            tx,
+            proof,
+            batch,
+        })
     }
     /// Decodes canonical bytes; refuses trailing bytes and oversized fields.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
@@ -91,7 +140,17 @@ impl ProofBundle {
     }
     /// Builds a bundle for `tx`, checking nothing (the producer's side).
     pub fn new(header: CertifiedHeader, tx: &Transaction, proof: InclusionProof) -> Self {
-        ProofBundle { header, tx: tx.encode(), proof }
+        ProofBundle {
+            header,
+            tx: tx.encode(),
+            proof,
+            batch: None,
+        }
+    }
+    /// Attaches the seal's bundle and the member path (for a batched transaction).
+    pub fn with_batch(mut self, seal: ProofBundle, member: InclusionProof) -> Self {
+        self.batch = Some(Box::new(BatchEvidence { seal, member }));
+        self
     }
 }
 
@@ -122,8 +181,12 @@ fn merkle_code(e: &MerkleError) -> &'static str {
 fn merkle_expected_found(e: &MerkleError) -> (String, String) {
     match e {
         MerkleError::RootMismatch { expected, computed } => (expected.clone(), computed.clone()),
-        MerkleError::PathLength { expected, found } => (format!("{expected} path hashes"), format!("{found}")),
-        MerkleError::IndexOutOfRange { index, size } => (format!("index < {size}"), format!("{index}")),
+        MerkleError::PathLength { expected, found } => {
+            (format!("{expected} path hashes"), format!("{found}"))
+        }
+        MerkleError::IndexOutOfRange { index, size } => {
+            (format!("index < {size}"), format!("{index}"))
+        }
         other => ("a valid proof".into(), other.to_string()),
     }
 }
@@ -139,7 +202,14 @@ pub fn verify_bundle(
     report: &mut Report,
 ) -> Option<Transaction> {
     let h = &bundle.header.header;
-    let later = ["header.time", "proof.size", "tx.inclusion", "tx.decode", "tx.chain", "tx.author"];
+    let later = [
+        "header.time",
+        "proof.size",
+        "tx.inclusion",
+        "tx.decode",
+        "tx.chain",
+        "tx.author",
+    ];
     let skip_rest = |report: &mut Report, from: usize, because: &str| {
         for check in &later[from..] {
             report.skipped(subject, check, because);
@@ -147,20 +217,43 @@ pub fn verify_bundle(
     };
     let Some(chain) = roots.chains.get(&h.chain_id) else {
         let known: Vec<&str> = roots.chains.keys().map(String::as_str).collect();
-        report.fails(subject, "chain.known", "chain.unknown", "the header's chain is not in the registry", known.join(", "), &h.chain_id);
+        report.fails(
+            subject,
+            "chain.known",
+            "chain.unknown",
+            "the header's chain is not in the registry",
+            known.join(", "),
+            &h.chain_id,
+        );
         report.skipped(subject, "header.certificate", "chain.known failed");
         skip_rest(report, 0, "chain.known failed");
         return None;
     };
-    report.holds(subject, "chain.known", format!("chain `{}` is in the registry", h.chain_id));
+    report.holds(
+        subject,
+        "chain.known",
+        format!("chain `{}` is in the registry", h.chain_id),
+    );
 
     if let Err(e) = verify_certificate(h, &bundle.header.certificate, chain) {
         let (expected, found) = match &e {
-            CertError::BelowThreshold { expected, found } => (format!("{expected} distinct endorsers"), format!("{found}")),
+            CertError::BelowThreshold { expected, found } => {
+                (format!("{expected} distinct endorsers"), format!("{found}"))
+            }
             CertError::WrongChain { expected, found } => (expected.clone(), found.clone()),
-            other => ("valid signatures by distinct endorsers in increasing order".into(), other.to_string()),
+            other => (
+                "valid signatures by distinct endorsers in increasing order".into(),
+                other.to_string(),
+            ),
         };
-        report.fails(subject, "header.certificate", cert_code(&e), e.to_string(), expected, found);
+        report.fails(
+            subject,
+            "header.certificate",
+            cert_code(&e),
+            e.to_string(),
+            expected,
+            found,
+        );
         skip_rest(report, 0, "header.certificate failed");
         return None;
     }
@@ -190,7 +283,11 @@ pub fn verify_bundle(
         skip_rest(report, 1, "header.time failed");
         return None;
     }
-    report.holds(subject, "header.time", format!("timestamp {} is not in the future", h.timestamp_ms));
+    report.holds(
+        subject,
+        "header.time",
+        format!("timestamp {} is not in the future", h.timestamp_ms),
+    );
 
     if bundle.proof.size != h.tx_count {
         report.fails(
@@ -204,53 +301,169 @@ pub fn verify_bundle(
         skip_rest(report, 2, "proof.size failed");
         return None;
     }
-    report.holds(subject, "proof.size", format!("tree of {} transactions", h.tx_count));
+    report.holds(
+        subject,
+        "proof.size",
+        format!("tree of {} transactions", h.tx_count),
+    );
 
     let leaf = leaf_hash(&bundle.tx);
     if let Err(e) = verify_inclusion(&leaf.0, &bundle.proof, &h.tx_root.0) {
         let (expected, found) = merkle_expected_found(&e);
-        report.fails(subject, "tx.inclusion", merkle_code(&e), e.to_string(), expected, found);
+        report.fails(
+            subject,
+            "tx.inclusion",
+            merkle_code(&e),
+            e.to_string(),
+            expected,
+            found,
+        );
         skip_rest(report, 3, "tx.inclusion failed");
         return None;
     }
-    report.holds(subject, "tx.inclusion", format!("transaction {leaf} is leaf {} of tx root {}", bundle.proof.index, h.tx_root));
+    report.holds(
+        subject,
+        "tx.inclusion",
+        format!(
+            "transaction {leaf} is leaf {} of tx root {}",
+            bundle.proof.index, h.tx_root
+        ),
+    );
 
     let tx = match Transaction::decode(&bundle.tx) {
         Ok(tx) => tx,
         Err(e) => {
-            report.fails(subject, "tx.decode", "tx.malformed", e.to_string(), "a canonical transaction", format!("{} bytes", bundle.tx.len()));
+            report.fails(
+                subject,
+                "tx.decode",
+                "tx.malformed",
+                e.to_string(),
+                "a canonical transaction",
+                format!("{} bytes", bundle.tx.len()),
+            );
             skip_rest(report, 4, "tx.decode failed");
             return None;
         }
     };
-    report.holds(subject, "tx.decode", format!("{} by `{}`", kind_name(&tx.body), tx.author));
+    report.holds(
+        subject,
+        "tx.decode",
+        format!("{} by `{}`", kind_name(&tx.body), tx.author),
+    );
 
     if tx.chain_id != h.chain_id {
-        report.fails(subject, "tx.chain", "tx.wrong_chain", "the transaction names another chain than its block", &h.chain_id, &tx.chain_id);
+        report.fails(
+            subject,
+            "tx.chain",
+            "tx.wrong_chain",
+            "the transaction names another chain than its block",
+            &h.chain_id,
+            &tx.chain_id,
+        );
         skip_rest(report, 5, "tx.chain failed");
         return None;
     }
-    report.holds(subject, "tx.chain", format!("written for chain `{}`", tx.chain_id));
+    report.holds(
+        subject,
+        "tx.chain",
+        format!("written for chain `{}`", tx.chain_id),
+    );
 
-    if let Err(e) = tx.verify_author(roots) {
-        let code = match e {
-            TxError::UnknownAuthor(_) => "tx.unknown_author",
-            TxError::Role { .. } => "tx.author_role",
-            TxError::Signature(_) => "tx.bad_signature",
-            TxError::Chain { .. } => "tx.wrong_chain",
-        };
-        report.fails(subject, "tx.author", code, e.to_string(), "a registry member of the right role whose key signed it", &tx.author);
-        return None;
+    let tx_code = |e: &TxError| match e {
+        TxError::UnknownAuthor(_) => "tx.unknown_author",
+        TxError::Role { .. } => "tx.author_role",
+        TxError::Signature(_) => "tx.bad_signature",
+        TxError::Chain { .. } => "tx.wrong_chain",
+        TxError::NeedsBatch => "tx.needs_batch",
+    };
+    match (&tx.auth, &bundle.batch) {
+        (Authorization::Signed(_), None) => {
+            if let Err(e) = tx.verify_author(roots) {
+                report.fails(
+                    subject,
+                    "tx.author",
+                    tx_code(&e),
+                    e.to_string(),
+                    "a registry member of the right role whose key signed it",
+                    &tx.author,
+                );
+                return None;
+            }
+            report.holds(
+                subject,
+                "tx.author",
+                format!("signed by registry member `{}`", tx.author),
+            );
+        }
+        (Authorization::Signed(_), Some(_)) => {
+            report.fails(
+                subject,
+                "tx.author",
+                "tx.unexpected_batch",
+                "a self-signed transaction came with batch evidence",
+                "no batch evidence",
+                "batch evidence",
+            );
+            return None;
+        }
+        (Authorization::Batched { .. }, None) => {
+            report.fails(
+                subject,
+                "tx.author",
+                "tx.needs_batch",
+                "the transaction is a batch member but its seal is missing",
+                "the seal's bundle and the member path",
+                "nothing",
+            );
+            return None;
+        }
+        (Authorization::Batched { .. }, Some(b)) => {
+            if let Err(e) = tx.verify_role(roots) {
+                report.fails(
+                    subject,
+                    "tx.author",
+                    tx_code(&e),
+                    e.to_string(),
+                    "a registry member of the right role",
+                    &tx.author,
+                );
+                return None;
+            }
+            let seal_subject = format!("{subject}.seal");
+            let Some(seal) = verify_bundle(&b.seal, roots, now_ms, &seal_subject, report) else {
+                report.skipped(
+                    subject,
+                    "tx.author",
+                    format!("{seal_subject} did not verify"),
+                );
+                return None;
+            };
+            if let Err(e) = verify_batch_member(&tx, &seal, &b.member) {
+                report.fails(
+                    subject,
+                    "tx.author",
+                    "tx.batch_mismatch",
+                    e.to_string(),
+                    "a place in the batch the seal signs",
+                    &tx.author,
+                );
+                return None;
+            }
+            report.holds(
+                subject,
+                "tx.author",
+                format!(
+                    "member {} of a batch of {} sealed by registry member `{}`",
+                    b.member.index, b.member.size, tx.author
+                ),
+            );
+        }
     }
-    report.holds(subject, "tx.author", format!("signed by registry member `{}`", tx.author));
     Some(tx)
 }
 
 fn kind_name(b: &TxBody) -> &'static str {
-    match b {
-        TxBody::RecordCommit { .. } => "record commitment",
-        TxBody::RecordRevoke { .. } => "record revocation",
-    }
+    b.kind_name()
 }
 
 /// A field disclosure tied to the bundle whose record commitment it opens.
@@ -281,7 +494,9 @@ impl EvidencePackage {
     /// Canonical bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Encoder::with_domain(PACKAGE_DOMAIN);
-        e.u16(self.format).raw(&self.registry_hash.0).count(self.bundles.len());
+        e.u16(self.format)
+            .raw(&self.registry_hash.0)
+            .count(self.bundles.len());
         for b in &self.bundles {
             b.write_fields(&mut e);
         }
@@ -300,7 +515,10 @@ impl EvidencePackage {
         d.domain(PACKAGE_DOMAIN)?;
         let format = d.u16("package.format")?;
         if format != PACKAGE_FORMAT {
-            return Err(DecodeError::UnknownTag { field: "package.format", value: u64::from(format) });
+            return Err(DecodeError::UnknownTag {
+                field: "package.format",
+                value: u64::from(format),
+            });
         }
         let registry_hash = Hash(d.array("package.registry_hash")?);
         // A bundle is at least a header (~120 bytes) plus counts; 64 is a safe lower bound.
@@ -309,7 +527,8 @@ impl EvidencePackage {
         for _ in 0..n {
             bundles.push(ProofBundle::read_fields(&mut d)?);
         }
-        let n = d.count("package.disclosures", MAX_ITEMS, 64)?;
+        // Smallest disclosure: u32 + str(1 byte) + bool value + salt + index + size + empty path = 63 bytes.
+        let n = d.count("package.disclosures", MAX_ITEMS, 63)?;
         let mut disclosures = Vec::with_capacity(n);
         for _ in 0..n {
             let bundle = d.u32("disclosure.bundle")?;
@@ -317,10 +536,23 @@ impl EvidencePackage {
             let value = Value::decode(&mut d)?;
             let salt = d.array("disclosure.salt")?;
             let proof = read_proof(&mut d)?;
-            disclosures.push(BoundDisclosure { bundle, field: FieldDisclosure { name, value, salt, proof } });
+            disclosures.push(BoundDisclosure {
+                bundle,
+                field: FieldDisclosure {
+                    name,
+                    value,
+                    salt,
+                    proof,
+                },
+            });
         }
         d.finish()?;
-        Ok(EvidencePackage { format, registry_hash, bundles, disclosures })
+        Ok(EvidencePackage {
+            format,
+            registry_hash,
+            bundles,
+            disclosures,
+        })
     }
 }
 
@@ -329,10 +561,21 @@ impl EvidencePackage {
 pub fn verify_package(pkg: &EvidencePackage, roots: &TrustRoots, now_ms: u64) -> Report {
     let mut report = Report::new();
     if pkg.format != PACKAGE_FORMAT {
-        report.fails("package", "package.format", "package.format", "unknown package format", PACKAGE_FORMAT.to_string(), pkg.format.to_string());
+        report.fails(
+            "package",
+            "package.format",
+            "package.format",
+            "unknown package format",
+            PACKAGE_FORMAT.to_string(),
+            pkg.format.to_string(),
+        );
         return report;
     }
-    report.holds("package", "package.format", format!("format {PACKAGE_FORMAT}"));
+    report.holds(
+        "package",
+        "package.format",
+        format!("format {PACKAGE_FORMAT}"),
+    );
     if pkg.registry_hash != roots.registry_hash {
         report.fails(
             "package",
@@ -344,9 +587,20 @@ pub fn verify_package(pkg: &EvidencePackage, roots: &TrustRoots, now_ms: u64) ->
         );
         return report;
     }
-    report.holds("package", "package.registry", format!("made under registry {}", roots.registry_hash));
+    report.holds(
+        "package",
+        "package.registry",
+        format!("made under registry {}", roots.registry_hash),
+    );
     if pkg.bundles.is_empty() {
-        report.fails("package", "package.bundles", "package.empty", "a package must prove at least one transaction", "≥ 1 bundle", "0");
+        report.fails(
+            "package",
+            "package.bundles",
+            "package.empty",
+            "a package must prove at least one transaction",
+            "≥ 1 bundle",
+            "0",
+        );
     }
 
     let txs: Vec<Option<Transaction>> = pkg
@@ -359,24 +613,59 @@ pub fn verify_package(pkg: &EvidencePackage, roots: &TrustRoots, now_ms: u64) ->
     for (i, d) in pkg.disclosures.iter().enumerate() {
         let subject = format!("disclosure[{i}]");
         let Some(slot) = txs.get(d.bundle as usize) else {
-            report.fails(&subject, "disclosure.bundle", "disclosure.no_bundle", "names a bundle the package does not have", format!("< {}", txs.len()), d.bundle.to_string());
+            report.fails(
+                &subject,
+                "disclosure.bundle",
+                "disclosure.no_bundle",
+                "names a bundle the package does not have",
+                format!("< {}", txs.len()),
+                d.bundle.to_string(),
+            );
             continue;
         };
         let Some(tx) = slot else {
-            report.skipped(&subject, "disclosure.opens", format!("bundle[{}] did not verify", d.bundle));
+            report.skipped(
+                &subject,
+                "disclosure.opens",
+                format!("bundle[{}] did not verify", d.bundle),
+            );
             continue;
         };
-        let TxBody::RecordCommit { commitment, record_type, record_id, version, .. } = &tx.body else {
-            report.fails(&subject, "disclosure.opens", "disclosure.not_a_record", "the bundle's transaction is not a record commitment", "record commitment", kind_name(&tx.body));
+        let TxBody::RecordCommit {
+            commitment,
+            record_type,
+            record_id,
+            version,
+            ..
+        } = &tx.body
+        else {
+            report.fails(
+                &subject,
+                "disclosure.opens",
+                "disclosure.not_a_record",
+                "the bundle's transaction is not a record commitment",
+                "record commitment",
+                kind_name(&tx.body),
+            );
             continue;
         };
         match verify_disclosure(commitment, &d.field) {
             Ok(()) => report.holds(
                 &subject,
                 "disclosure.opens",
-                format!("field `{}` = {} of {record_type} `{record_id}` v{version} (bundle[{}])", d.field.name, d.field.value, d.bundle),
+                format!(
+                    "field `{}` = {} of {record_type} `{record_id}` v{version} (bundle[{}])",
+                    d.field.name, d.field.value, d.bundle
+                ),
             ),
-            Err(e) => report.fails(&subject, "disclosure.opens", "disclosure.mismatch", e.to_string(), commitment.to_hex(), format!("field `{}`", d.field.name)),
+            Err(e) => report.fails(
+                &subject,
+                "disclosure.opens",
+                "disclosure.mismatch",
+                e.to_string(),
+                commitment.to_hex(),
+                format!("field `{}`", d.field.name),
+            ),
         }
     }
     report

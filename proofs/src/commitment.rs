@@ -67,13 +67,21 @@ pub enum DisclosureError {
 pub fn validate_field_name(name: &str) -> Result<(), CommitError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_FIELD_NAME
-        && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
-    if ok { Ok(()) } else { Err(CommitError::FieldName(name.to_owned())) }
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(CommitError::FieldName(name.to_owned()))
+    }
 }
 
 fn validate_value(name: &str, v: &Value) -> Result<(), CommitError> {
     match v {
-        Value::Text(s) if s.len() > crate::value::MAX_TEXT => Err(CommitError::ValueTooLong(name.to_owned())),
+        Value::Text(s) if s.len() > crate::value::MAX_TEXT => {
+            Err(CommitError::ValueTooLong(name.to_owned()))
+        }
         _ => Ok(()),
     }
 }
@@ -91,7 +99,8 @@ pub fn field_salt(secret: &[u8; 32], name: &str) -> [u8; 32] {
     let mut e = Encoder::with_domain(SALT_DOMAIN);
     e.str(name);
     // HMAC accepts keys of any length; a 32-byte key cannot fail.
-    let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    let mut mac =
+        <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
     mac.update(e.as_bytes());
     mac.finalize().into_bytes().into()
 }
@@ -108,7 +117,11 @@ impl core::fmt::Debug for CommittedRecord {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         // Values may be personal data: only names and the commitment are shown.
         let names: Vec<&str> = self.fields.iter().map(|(n, _)| n.as_str()).collect();
-        write!(f, "CommittedRecord {{ fields: {names:?}, commitment: {} }}", self.commitment())
+        write!(
+            f,
+            "CommittedRecord {{ fields: {names:?}, commitment: {} }}",
+            self.commitment()
+        )
     }
 }
 
@@ -126,10 +139,18 @@ impl CommittedRecord {
         for (name, value) in &fields {
             validate_field_name(name)?;
             validate_value(name, value)?;
-            leaves.push(merkle::leaf_hash(&field_leaf(name, &field_salt(&secret, name), value)));
+            leaves.push(merkle::leaf_hash(&field_leaf(
+                name,
+                &field_salt(&secret, name),
+                value,
+            )));
         }
         let tree = MerkleTree::from_leaf_hashes(&leaves);
-        Ok(CommittedRecord { fields: fields.into_iter().collect(), secret, tree })
+        Ok(CommittedRecord {
+            fields: fields.into_iter().collect(),
+            secret,
+            tree,
+        })
     }
     /// The commitment (Merkle root over the salted field leaves).
     pub fn commitment(&self) -> Hash {
@@ -145,11 +166,17 @@ impl CommittedRecord {
     }
     /// One field's value.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.fields.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok().map(|i| &self.fields[i].1)
+        self.fields
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.fields[i].1)
     }
     /// A disclosure of one field, or `None` if the record has no such field.
     pub fn disclose(&self, name: &str) -> Option<FieldDisclosure> {
-        let i = self.fields.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok()?;
+        let i = self
+            .fields
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .ok()?;
         let proof = self.tree.inclusion_proof(i)?;
         Some(FieldDisclosure {
             name: name.to_owned(),
@@ -180,8 +207,12 @@ pub fn verify_disclosure(commitment: &Hash, d: &FieldDisclosure) -> Result<(), D
     validate_field_name(&d.name)?;
     validate_value(&d.name, &d.value)?;
     let leaf = merkle::leaf_hash(&field_leaf(&d.name, &d.salt, &d.value));
-    merkle::verify_inclusion(&leaf.0, &d.proof, &commitment.0)
-        .map_err(|source| DisclosureError::Path { field: d.name.clone(), source })
+    merkle::verify_inclusion(&leaf.0, &d.proof, &commitment.0).map_err(|source| {
+        DisclosureError::Path {
+            field: d.name.clone(),
+            source,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -193,8 +224,14 @@ mod tests {
     fn record() -> CommittedRecord {
         let mut f = BTreeMap::new();
         f.insert("status".to_owned(), Value::Text("married".into()));
-        f.insert("registered_on".to_owned(), Value::Date(Date::parse("2019-05-20").unwrap()));
-        f.insert("certificate_no".to_owned(), Value::Text("J320102-2019-001234".into()));
+        f.insert(
+            "registered_on".to_owned(),
+            Value::Date(Date::parse("2019-05-20").unwrap()),
+        );
+        f.insert(
+            "certificate_no".to_owned(),
+            Value::Text("J320102-2019-001234".into()),
+        );
         CommittedRecord::new(f, [9; 32]).unwrap()
     }
 
@@ -215,7 +252,10 @@ mod tests {
         let d = r.disclose("status").unwrap();
         let mut v = d.clone();
         v.value = Value::Text("divorced".into());
-        assert!(matches!(verify_disclosure(&r.commitment(), &v), Err(DisclosureError::Path { .. })));
+        assert!(matches!(
+            verify_disclosure(&r.commitment(), &v),
+            Err(DisclosureError::Path { .. })
+        ));
         let mut v = d.clone();
         v.salt[0] ^= 1;
         assert!(verify_disclosure(&r.commitment(), &v).is_err());
@@ -224,7 +264,10 @@ mod tests {
         assert!(verify_disclosure(&r.commitment(), &v).is_err());
         let mut v = d;
         v.name = "Bad Name".into();
-        assert!(matches!(verify_disclosure(&r.commitment(), &v), Err(DisclosureError::Commit(CommitError::FieldName(_)))));
+        assert!(matches!(
+            verify_disclosure(&r.commitment(), &v),
+            Err(DisclosureError::Commit(CommitError::FieldName(_)))
+        ));
     }
 
     #[test]
@@ -238,12 +281,21 @@ mod tests {
 
     #[test]
     fn refusals() {
-        assert_eq!(CommittedRecord::new(BTreeMap::new(), [0; 32]).unwrap_err(), CommitError::Empty);
+        assert_eq!(
+            CommittedRecord::new(BTreeMap::new(), [0; 32]).unwrap_err(),
+            CommitError::Empty
+        );
         let mut f = BTreeMap::new();
         f.insert("Upper".to_owned(), Value::Int(1));
-        assert!(matches!(CommittedRecord::new(f, [0; 32]), Err(CommitError::FieldName(_))));
+        assert!(matches!(
+            CommittedRecord::new(f, [0; 32]),
+            Err(CommitError::FieldName(_))
+        ));
         let f: BTreeMap<_, _> = (0..65).map(|i| (format!("f{i}"), Value::Int(i))).collect();
-        assert_eq!(CommittedRecord::new(f, [0; 32]).unwrap_err(), CommitError::TooManyFields(65));
+        assert_eq!(
+            CommittedRecord::new(f, [0; 32]).unwrap_err(),
+            CommitError::TooManyFields(65)
+        );
     }
 
     proptest! {

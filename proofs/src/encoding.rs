@@ -19,7 +19,9 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DecodeError {
     /// The input ended before the field was complete.
-    #[error("truncated input while reading `{field}`: needed {needed} more bytes, {available} left")]
+    #[error(
+        "truncated input while reading `{field}`: needed {needed} more bytes, {available} left"
+    )]
     Truncated {
         /// Field being read.
         field: &'static str,
@@ -79,7 +81,9 @@ pub struct Encoder {
 impl Encoder {
     /// A new encoder that starts with a domain tag.
     pub fn with_domain(tag: &str) -> Self {
-        let mut e = Encoder { buf: Vec::with_capacity(128) };
+        let mut e = Encoder {
+            buf: Vec::with_capacity(128),
+        };
         e.str(tag);
         e
     }
@@ -173,7 +177,11 @@ impl<'a> Decoder<'a> {
     }
     fn take(&mut self, field: &'static str, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.input.len() < n {
-            return Err(DecodeError::Truncated { field, needed: n, available: self.input.len() });
+            return Err(DecodeError::Truncated {
+                field,
+                needed: n,
+                available: self.input.len(),
+            });
         }
         let (head, tail) = self.input.split_at(n);
         self.input = tail;
@@ -210,7 +218,11 @@ impl<'a> Decoder<'a> {
     pub fn bytes(&mut self, field: &'static str, max: usize) -> Result<&'a [u8], DecodeError> {
         let len = self.u32(field)? as usize;
         if len > max {
-            return Err(DecodeError::TooLong { field, len: len as u64, max: max as u64 });
+            return Err(DecodeError::TooLong {
+                field,
+                len: len as u64,
+                max: max as u64,
+            });
         }
         self.take(field, len)
     }
@@ -221,20 +233,37 @@ impl<'a> Decoder<'a> {
     }
     /// Reads a list count of at most `max` items, also checking that the input could hold
     /// `count * min_item` bytes, so that no caller allocates for items that are not there.
-    pub fn count(&mut self, field: &'static str, max: usize, min_item: usize) -> Result<usize, DecodeError> {
+    pub fn count(
+        &mut self,
+        field: &'static str,
+        max: usize,
+        min_item: usize,
+    ) -> Result<usize, DecodeError> {
         let n = self.u32(field)? as usize;
         if n > max {
-            return Err(DecodeError::TooLong { field, len: n as u64, max: max as u64 });
+            return Err(DecodeError::TooLong {
+                field,
+                len: n as u64,
+                max: max as u64,
+            });
         }
         let need = n.saturating_mul(min_item);
         if need > self.input.len() {
-            return Err(DecodeError::Truncated { field, needed: need, available: self.input.len() });
+            return Err(DecodeError::Truncated {
+                field,
+                needed: need,
+                available: self.input.len(),
+            });
         }
         Ok(n)
     }
     /// Ends decoding: no byte may remain.
     pub fn finish(self) -> Result<(), DecodeError> {
-        if self.input.is_empty() { Ok(()) } else { Err(DecodeError::Trailing(self.input.len())) }
+        if self.input.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::Trailing(self.input.len()))
+        }
     }
 }
 
@@ -245,7 +274,13 @@ mod tests {
     #[test]
     fn round_trip_and_strictness() {
         let mut e = Encoder::with_domain("t/v1");
-        e.u8(7).u16(0x0102).u32(3).u64(9).i64(-2).str("héllo").raw(&[1; 4]);
+        e.u8(7)
+            .u16(0x0102)
+            .u32(3)
+            .u64(9)
+            .i64(-2)
+            .str("héllo")
+            .raw(&[1; 4]);
         let b = e.finish();
         let mut d = Decoder::new(&b);
         d.domain("t/v1").unwrap();
@@ -267,7 +302,10 @@ mod tests {
         d.u32("c").unwrap();
         d.u64("d").unwrap();
         d.i64("e").unwrap();
-        assert!(matches!(d.str("f", 3), Err(DecodeError::TooLong { field: "f", .. })));
+        assert!(matches!(
+            d.str("f", 3),
+            Err(DecodeError::TooLong { field: "f", .. })
+        ));
     }
 
     #[test]
@@ -276,9 +314,15 @@ mod tests {
         e.u32(1_000_000);
         let b = e.finish();
         let mut d = Decoder::new(&b);
-        assert!(matches!(d.count("items", 10_000_000, 32), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            d.count("items", 10_000_000, 32),
+            Err(DecodeError::Truncated { .. })
+        ));
         let mut d = Decoder::new(&b);
-        assert!(matches!(d.count("items", 10, 32), Err(DecodeError::TooLong { .. })));
+        assert!(matches!(
+            d.count("items", 10, 32),
+            Err(DecodeError::TooLong { .. })
+        ));
     }
 
     #[test]
@@ -292,6 +336,9 @@ mod tests {
         let mut e = Encoder::new();
         e.bytes(&[0xff, 0xfe]);
         let b = e.finish();
-        assert_eq!(Decoder::new(&b).str("name", 10), Err(DecodeError::Utf8("name")));
+        assert_eq!(
+            Decoder::new(&b).str("name", 10),
+            Err(DecodeError::Utf8("name"))
+        );
     }
 }

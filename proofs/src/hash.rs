@@ -77,7 +77,10 @@ pub enum HexError {
 /// Parses exactly `N` bytes of hex.
 pub fn parse_fixed_hex<const N: usize>(s: &str) -> Result<[u8; N], HexError> {
     if s.len() != 2 * N {
-        return Err(HexError::Length { expected: 2 * N, found: s.len() });
+        return Err(HexError::Length {
+            expected: 2 * N,
+            found: s.len(),
+        });
     }
     let mut out = [0u8; N];
     hex::decode_to_slice(s, &mut out).map_err(|_| HexError::Digit)?;
@@ -107,7 +110,9 @@ pub mod hex_array {
         s.serialize_str(&hex::encode(v))
     }
     /// Parses exactly `N` bytes of hex.
-    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[u8; N], D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         super::parse_fixed_hex::<N>(&s).map_err(serde::de::Error::custom)
     }
@@ -145,7 +150,13 @@ mod tests {
     fn hex_round_trip_and_errors() {
         let h = sha256(b"x");
         assert_eq!(h.to_string().parse::<Hash>().unwrap(), h);
-        assert_eq!(Hash::from_hex("ab"), Err(HexError::Length { expected: 64, found: 2 }));
+        assert_eq!(
+            Hash::from_hex("ab"),
+            Err(HexError::Length {
+                expected: 64,
+                found: 2
+            })
+        );
         assert_eq!(Hash::from_hex(&"zz".repeat(32)), Err(HexError::Digit));
     }
 }

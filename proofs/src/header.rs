@@ -109,8 +109,13 @@ impl Certificate {
     /// Signs `header` with each `(index, key)` pair and sorts by index.
     pub fn sign(header: &Header, signers: &[(u16, &SigningKey)]) -> Self {
         let msg = header.endorsement_message();
-        let mut endorsements: Vec<Endorsement> =
-            signers.iter().map(|(i, k)| Endorsement { signer: *i, signature: k.sign(&msg) }).collect();
+        let mut endorsements: Vec<Endorsement> = signers
+            .iter()
+            .map(|(i, k)| Endorsement {
+                signer: *i,
+                signature: k.sign(&msg),
+            })
+            .collect();
         endorsements.sort_by_key(|e| e.signer);
         Certificate { endorsements }
     }
@@ -175,7 +180,9 @@ pub enum CertError {
         signer: u16,
     },
     /// A signature that does not verify strictly.
-    #[error("endorser {signer}'s signature does not verify (strict Ed25519) for this header and chain")]
+    #[error(
+        "endorser {signer}'s signature does not verify (strict Ed25519) for this header and chain"
+    )]
     BadSignature {
         /// The index.
         signer: u16,
@@ -192,32 +199,53 @@ pub enum CertError {
 
 /// Verifies `cert` for `header` under `chain`. Every endorsement must be valid;
 /// signers must be distinct and in increasing order; at least `threshold` of them.
-pub fn verify_certificate(header: &Header, cert: &Certificate, chain: &ChainTrust) -> Result<(), CertError> {
+pub fn verify_certificate(
+    header: &Header,
+    cert: &Certificate,
+    chain: &ChainTrust,
+) -> Result<(), CertError> {
     if header.chain_id != chain.chain_id() {
-        return Err(CertError::WrongChain { expected: chain.chain_id().to_owned(), found: header.chain_id.clone() });
+        return Err(CertError::WrongChain {
+            expected: chain.chain_id().to_owned(),
+            found: header.chain_id.clone(),
+        });
     }
     let keys = chain.endorsers();
     let mut last: Option<u16> = None;
     for en in &cert.endorsements {
         if usize::from(en.signer) >= keys.len() {
-            return Err(CertError::UnknownSigner { signer: en.signer, count: keys.len() });
+            return Err(CertError::UnknownSigner {
+                signer: en.signer,
+                count: keys.len(),
+            });
         }
         if let Some(prev) = last {
             if en.signer == prev {
                 return Err(CertError::DuplicateSigner { signer: en.signer });
             }
             if en.signer < prev {
-                return Err(if cert.endorsements.iter().filter(|e| e.signer == en.signer).count() > 1 {
-                    CertError::DuplicateSigner { signer: en.signer }
-                } else {
-                    CertError::Unordered { signer: en.signer }
-                });
+                return Err(
+                    if cert
+                        .endorsements
+                        .iter()
+                        .filter(|e| e.signer == en.signer)
+                        .count()
+                        > 1
+                    {
+                        CertError::DuplicateSigner { signer: en.signer }
+                    } else {
+                        CertError::Unordered { signer: en.signer }
+                    },
+                );
             }
         }
         last = Some(en.signer);
     }
     if cert.endorsements.len() < usize::from(chain.threshold()) {
-        return Err(CertError::BelowThreshold { expected: chain.threshold(), found: cert.endorsements.len() });
+        return Err(CertError::BelowThreshold {
+            expected: chain.threshold(),
+            found: cert.endorsements.len(),
+        });
     }
     let msg = header.endorsement_message();
     for en in &cert.endorsements {
@@ -268,17 +296,29 @@ pub enum LinkError {
 /// Checks that `next` directly follows `prev` (chain, height, hash link, time).
 pub fn verify_link(prev: &Header, next: &Header) -> Result<(), LinkError> {
     if prev.chain_id != next.chain_id {
-        return Err(LinkError::Chain { expected: prev.chain_id.clone(), found: next.chain_id.clone() });
+        return Err(LinkError::Chain {
+            expected: prev.chain_id.clone(),
+            found: next.chain_id.clone(),
+        });
     }
     if prev.height.checked_add(1) != Some(next.height) {
-        return Err(LinkError::Height { previous: prev.height, found: next.height });
+        return Err(LinkError::Height {
+            previous: prev.height,
+            found: next.height,
+        });
     }
     let h = prev.hash();
     if next.prev != h {
-        return Err(LinkError::PrevHash { expected: h, found: next.prev });
+        return Err(LinkError::PrevHash {
+            expected: h,
+            found: next.prev,
+        });
     }
     if next.timestamp_ms < prev.timestamp_ms {
-        return Err(LinkError::Time { previous: prev.timestamp_ms, found: next.timestamp_ms });
+        return Err(LinkError::Time {
+            previous: prev.timestamp_ms,
+            found: next.timestamp_ms,
+        });
     }
     Ok(())
 }
@@ -289,8 +329,15 @@ mod tests {
     use crate::keys::test_seed;
 
     fn setup(n: usize, t: u16) -> (Vec<SigningKey>, ChainTrust, Header) {
-        let keys: Vec<SigningKey> = (0..n).map(|i| SigningKey::from_seed(&test_seed(&format!("e{i}")))).collect();
-        let chain = ChainTrust::new("test-chain", keys.iter().map(SigningKey::public).collect(), t).unwrap();
+        let keys: Vec<SigningKey> = (0..n)
+            .map(|i| SigningKey::from_seed(&test_seed(&format!("e{i}"))))
+            .collect();
+        let chain = ChainTrust::new(
+            "test-chain",
+            keys.iter().map(SigningKey::public).collect(),
+            t,
+        )
+        .unwrap();
         let header = Header {
             chain_id: "test-chain".into(),
             height: 5,
@@ -305,38 +352,74 @@ mod tests {
     #[test]
     fn threshold_distinct_and_chain_bound() {
         let (keys, chain, header) = setup(7, 4);
-        let signers: Vec<(u16, &SigningKey)> = keys.iter().enumerate().take(4).map(|(i, k)| (i as u16, k)).collect();
+        let signers: Vec<(u16, &SigningKey)> = keys
+            .iter()
+            .enumerate()
+            .take(4)
+            .map(|(i, k)| (i as u16, k))
+            .collect();
         let cert = Certificate::sign(&header, &signers);
         verify_certificate(&header, &cert, &chain).unwrap();
 
         // Three signers are not enough.
-        let few = Certificate { endorsements: cert.endorsements[..3].to_vec() };
-        assert_eq!(verify_certificate(&header, &few, &chain), Err(CertError::BelowThreshold { expected: 4, found: 3 }));
+        let few = Certificate {
+            endorsements: cert.endorsements[..3].to_vec(),
+        };
+        assert_eq!(
+            verify_certificate(&header, &few, &chain),
+            Err(CertError::BelowThreshold {
+                expected: 4,
+                found: 3
+            })
+        );
 
         // One endorser four times never counts four times.
-        let dup = Certificate { endorsements: vec![cert.endorsements[0]; 4] };
-        assert_eq!(verify_certificate(&header, &dup, &chain), Err(CertError::DuplicateSigner { signer: 0 }));
+        let dup = Certificate {
+            endorsements: vec![cert.endorsements[0]; 4],
+        };
+        assert_eq!(
+            verify_certificate(&header, &dup, &chain),
+            Err(CertError::DuplicateSigner { signer: 0 })
+        );
 
         // Signatures for another chain id never count.
         let mut other = header.clone();
         other.chain_id = "other-chain".into();
         let other_chain = ChainTrust::new("other-chain", chain.endorsers().to_vec(), 4).unwrap();
-        assert!(matches!(verify_certificate(&other, &cert, &other_chain), Err(CertError::BadSignature { .. })));
-        assert!(matches!(verify_certificate(&other, &cert, &chain), Err(CertError::WrongChain { .. })));
+        assert!(matches!(
+            verify_certificate(&other, &cert, &other_chain),
+            Err(CertError::BadSignature { .. })
+        ));
+        assert!(matches!(
+            verify_certificate(&other, &cert, &chain),
+            Err(CertError::WrongChain { .. })
+        ));
 
         // A signer index out of range.
         let mut bad = cert.clone();
         bad.endorsements[3].signer = 9;
-        assert_eq!(verify_certificate(&header, &bad, &chain), Err(CertError::UnknownSigner { signer: 9, count: 7 }));
+        assert_eq!(
+            verify_certificate(&header, &bad, &chain),
+            Err(CertError::UnknownSigner {
+                signer: 9,
+                count: 7
+            })
+        );
         // Out of order.
         let mut un = cert.clone();
         un.endorsements.swap(0, 1);
-        assert_eq!(verify_certificate(&header, &un, &chain), Err(CertError::Unordered { signer: 0 }));
+        assert_eq!(
+            verify_certificate(&header, &un, &chain),
+            Err(CertError::Unordered { signer: 0 })
+        );
         // Wrong key for an index.
         let mut wrong = cert;
         wrong.endorsements[0].signer = 4;
         wrong.endorsements.sort_by_key(|e| e.signer);
-        assert!(matches!(verify_certificate(&header, &wrong, &chain), Err(CertError::BadSignature { signer: 4 })));
+        assert!(matches!(
+            verify_certificate(&header, &wrong, &chain),
+            Err(CertError::BadSignature { signer: 4 })
+        ));
     }
 
     #[test]
@@ -349,10 +432,16 @@ mod tests {
         verify_link(&h, &next).unwrap();
         let mut bad = next.clone();
         bad.height = 7;
-        assert!(matches!(verify_link(&h, &bad), Err(LinkError::Height { .. })));
+        assert!(matches!(
+            verify_link(&h, &bad),
+            Err(LinkError::Height { .. })
+        ));
         let mut bad = next.clone();
         bad.prev = Hash([0; 32]);
-        assert!(matches!(verify_link(&h, &bad), Err(LinkError::PrevHash { .. })));
+        assert!(matches!(
+            verify_link(&h, &bad),
+            Err(LinkError::PrevHash { .. })
+        ));
         let mut bad = next;
         bad.timestamp_ms = 1;
         assert!(matches!(verify_link(&h, &bad), Err(LinkError::Time { .. })));

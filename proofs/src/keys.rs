@@ -68,7 +68,9 @@ impl PublicKey {
     /// Verifies with `verify_strict`: no malleable or small-order signatures.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), BadSignature> {
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        self.key.verify_strict(message, &sig).map_err(|_| BadSignature)
+        self.key
+            .verify_strict(message, &sig)
+            .map_err(|_| BadSignature)
     }
 }
 
@@ -117,7 +119,10 @@ impl SigningKey {
     /// A key derived from a seed is never weak, so the check cannot fail.
     pub fn public(&self) -> PublicKey {
         let vk = self.0.verifying_key();
-        PublicKey { bytes: vk.to_bytes(), key: vk }
+        PublicKey {
+            bytes: vk.to_bytes(),
+            key: vk,
+        }
     }
     /// Signs `message` (deterministic, RFC 8032).
     pub fn sign(&self, message: &[u8]) -> Signature {
@@ -207,7 +212,13 @@ mod tests {
         noncanon[0] = 0xed;
         noncanon[31] = 0x7f;
         assert!(PublicKey::from_bytes(&noncanon).is_err());
-        assert!(matches!(PublicKey::from_hex("00"), Err(KeyError::Encoding(_))));
-        assert_eq!(HpkePublicKey::from_bytes(&[0; 32]), Err(KeyError::WeakX25519));
+        assert!(matches!(
+            PublicKey::from_hex("00"),
+            Err(KeyError::Encoding(_))
+        ));
+        assert_eq!(
+            HpkePublicKey::from_bytes(&[0; 32]),
+            Err(KeyError::WeakX25519)
+        );
     }
 }

@@ -147,12 +147,20 @@ pub fn inclusion_path_len(index: u64, size: u64) -> usize {
 }
 
 fn as_hash(what: &'static str, b: &[u8]) -> Result<[u8; 32], MerkleError> {
-    b.try_into().map_err(|_| MerkleError::HashLength { what, found: b.len() })
+    b.try_into().map_err(|_| MerkleError::HashLength {
+        what,
+        found: b.len(),
+    })
 }
 
 /// Recomputes the root from a leaf hash and an inclusion proof (RFC 9162 §2.1.3.2),
 /// refusing any index, size or path length that does not fit exactly.
-pub fn root_from_inclusion(leaf: &[u8], index: u64, size: u64, path: &[Hash]) -> Result<Hash, MerkleError> {
+pub fn root_from_inclusion(
+    leaf: &[u8],
+    index: u64,
+    size: u64,
+    path: &[Hash],
+) -> Result<Hash, MerkleError> {
     let leaf = as_hash("leaf hash", leaf)?;
     if size == 0 {
         return Err(MerkleError::EmptyTree);
@@ -162,7 +170,10 @@ pub fn root_from_inclusion(leaf: &[u8], index: u64, size: u64, path: &[Hash]) ->
     }
     let expected = inclusion_path_len(index, size);
     if path.len() != expected {
-        return Err(MerkleError::PathLength { expected, found: path.len() });
+        return Err(MerkleError::PathLength {
+            expected,
+            found: path.len(),
+        });
     }
     let (mut fnode, mut snode) = (index, size - 1);
     let mut r = leaf;
@@ -188,11 +199,18 @@ pub fn root_from_inclusion(leaf: &[u8], index: u64, size: u64, path: &[Hash]) ->
 }
 
 /// Verifies that `leaf` (a leaf hash) is at `proof.index` in the tree with root `root`.
-pub fn verify_inclusion(leaf: &[u8], proof: &InclusionProof, root: &[u8]) -> Result<(), MerkleError> {
+pub fn verify_inclusion(
+    leaf: &[u8],
+    proof: &InclusionProof,
+    root: &[u8],
+) -> Result<(), MerkleError> {
     let root = as_hash("root", root)?;
     let computed = root_from_inclusion(leaf, proof.index, proof.size, &proof.path)?;
     if computed.0 != root {
-        return Err(MerkleError::RootMismatch { expected: hex::encode(root), computed: computed.to_hex() });
+        return Err(MerkleError::RootMismatch {
+            expected: hex::encode(root),
+            computed: computed.to_hex(),
+        });
     }
     Ok(())
 }
@@ -202,7 +220,13 @@ pub fn verify_inclusion(leaf: &[u8], proof: &InclusionProof, root: &[u8]) -> Res
 ///
 /// Equal sizes need equal roots and an empty path. A proof from the empty tree is
 /// refused: it proves nothing, and accepting it would let any root pass.
-pub fn verify_consistency(size1: u64, size2: u64, root1: &[u8], root2: &[u8], path: &[Hash]) -> Result<(), MerkleError> {
+pub fn verify_consistency(
+    size1: u64,
+    size2: u64,
+    root1: &[u8],
+    root2: &[u8],
+    path: &[Hash],
+) -> Result<(), MerkleError> {
     if size1 > size2 {
         return Err(MerkleError::SizeOrder { size1, size2 });
     }
@@ -219,7 +243,10 @@ pub fn verify_consistency(size1: u64, size2: u64, root1: &[u8], root2: &[u8], pa
     let root2 = as_hash("second root", root2)?;
     let expected = consistency_path_len(size1, size2);
     if path.len() != expected {
-        return Err(MerkleError::PathLength { expected, found: path.len() });
+        return Err(MerkleError::PathLength {
+            expected,
+            found: path.len(),
+        });
     }
     // If size1 is a power of two, its root is the first element of the walk.
     let mut hashes: Vec<[u8; 32]> = Vec::with_capacity(path.len() + 1);
@@ -236,7 +263,10 @@ pub fn verify_consistency(size1: u64, size2: u64, root1: &[u8], root2: &[u8], pa
     let mut sr = hashes[0];
     for c in &hashes[1..] {
         if snode == 0 {
-            return Err(MerkleError::PathLength { expected, found: path.len() });
+            return Err(MerkleError::PathLength {
+                expected,
+                found: path.len(),
+            });
         }
         if fnode & 1 == 1 || fnode == snode {
             fr = node_hash(c, &fr).0;
@@ -254,13 +284,22 @@ pub fn verify_consistency(size1: u64, size2: u64, root1: &[u8], root2: &[u8], pa
         snode >>= 1;
     }
     if snode != 0 {
-        return Err(MerkleError::PathLength { expected, found: path.len() });
+        return Err(MerkleError::PathLength {
+            expected,
+            found: path.len(),
+        });
     }
     if fr != root1 {
-        return Err(MerkleError::RootMismatch { expected: hex::encode(root1), computed: hex::encode(fr) });
+        return Err(MerkleError::RootMismatch {
+            expected: hex::encode(root1),
+            computed: hex::encode(fr),
+        });
     }
     if sr != root2 {
-        return Err(MerkleError::RootMismatch { expected: hex::encode(root2), computed: hex::encode(sr) });
+        return Err(MerkleError::RootMismatch {
+            expected: hex::encode(root2),
+            computed: hex::encode(sr),
+        });
     }
     Ok(())
 }
@@ -273,9 +312,17 @@ pub fn consistency_path_len(size1: u64, size2: u64) -> usize {
             return usize::from(!whole);
         }
         let k = largest_pow2_below(n);
-        if m <= k { sub(m, k, whole) + 1 } else { sub(m - k, n - k, false) + 1 }
+        if m <= k {
+            sub(m, k, whole) + 1
+        } else {
+            sub(m - k, n - k, false) + 1
+        }
     }
-    if size1 == 0 || size1 >= size2 { 0 } else { sub(size1, size2, true) }
+    if size1 == 0 || size1 >= size2 {
+        0
+    } else {
+        sub(size1, size2, true)
+    }
 }
 
 fn largest_pow2_below(n: u64) -> u64 {
@@ -347,7 +394,11 @@ pub fn consistency_proof(leaves: &[Hash], size1: usize) -> Option<ConsistencyPro
     if size1 < leaves.len() {
         sub(size1, leaves, true, &mut path);
     }
-    Some(ConsistencyProof { size1: size1 as u64, size2: leaves.len() as u64, path })
+    Some(ConsistencyProof {
+        size1: size1 as u64,
+        size2: leaves.len() as u64,
+        path,
+    })
 }
 
 /// A Merkle tree over leaf hashes, built by `rs_merkle` with [`Rfc6962Hasher`].
@@ -368,7 +419,10 @@ impl MerkleTree {
     pub fn from_leaf_hashes(leaves: &[Hash]) -> Self {
         // `Hash` is a transparent wrapper in spirit; copy into plain arrays for rs_merkle.
         let raw: Vec<[u8; 32]> = leaves.iter().map(|h| h.0).collect();
-        MerkleTree { tree: rs_merkle::MerkleTree::from_leaves(&raw), len: leaves.len() }
+        MerkleTree {
+            tree: rs_merkle::MerkleTree::from_leaves(&raw),
+            len: leaves.len(),
+        }
     }
     /// Builds the tree from leaf data, hashing each with [`leaf_hash`].
     pub fn from_data<D: AsRef<[u8]>>(data: &[D]) -> Self {
@@ -392,8 +446,18 @@ impl MerkleTree {
         if index >= self.len {
             return None;
         }
-        let path = self.tree.proof(&[index]).proof_hashes().iter().map(|h| Hash(*h)).collect();
-        Some(InclusionProof { index: index as u64, size: self.len as u64, path })
+        let path = self
+            .tree
+            .proof(&[index])
+            .proof_hashes()
+            .iter()
+            .map(|h| Hash(*h))
+            .collect();
+        Some(InclusionProof {
+            index: index as u64,
+            size: self.len as u64,
+            path,
+        })
     }
 }
 
@@ -403,7 +467,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn leaves(n: usize) -> Vec<Hash> {
-        (0..n).map(|i| leaf_hash(&(i as u64).to_be_bytes())).collect()
+        (0..n)
+            .map(|i| leaf_hash(&(i as u64).to_be_bytes()))
+            .collect()
     }
 
     #[test]
@@ -429,8 +495,13 @@ mod tests {
             let r2 = root_of(&l);
             for m in 1..=n {
                 let p = consistency_proof(&l, m).unwrap();
-                assert_eq!(p.path.len(), consistency_path_len(m as u64, n as u64), "m={m} n={n}");
-                verify_consistency(m as u64, n as u64, &root_of(&l[..m]).0, &r2.0, &p.path).unwrap();
+                assert_eq!(
+                    p.path.len(),
+                    consistency_path_len(m as u64, n as u64),
+                    "m={m} n={n}"
+                );
+                verify_consistency(m as u64, n as u64, &root_of(&l[..m]).0, &r2.0, &p.path)
+                    .unwrap();
             }
         }
     }
@@ -442,13 +513,25 @@ mod tests {
         let mut p = t.inclusion_proof(2).unwrap();
         let root = t.root();
         p.path.push(Hash([0; 32]));
-        assert!(matches!(verify_inclusion(&l[2].0, &p, &root.0), Err(MerkleError::PathLength { .. })));
+        assert!(matches!(
+            verify_inclusion(&l[2].0, &p, &root.0),
+            Err(MerkleError::PathLength { .. })
+        ));
         p.path.pop();
         p.index = 5;
-        assert_eq!(verify_inclusion(&l[2].0, &p, &root.0), Err(MerkleError::IndexOutOfRange { index: 5, size: 5 }));
+        assert_eq!(
+            verify_inclusion(&l[2].0, &p, &root.0),
+            Err(MerkleError::IndexOutOfRange { index: 5, size: 5 })
+        );
         p.size = 0;
-        assert_eq!(verify_inclusion(&l[2].0, &p, &root.0), Err(MerkleError::EmptyTree));
-        assert!(matches!(verify_inclusion(&l[2].0[..31], &p, &root.0), Err(MerkleError::HashLength { .. })));
+        assert_eq!(
+            verify_inclusion(&l[2].0, &p, &root.0),
+            Err(MerkleError::EmptyTree)
+        );
+        assert!(matches!(
+            verify_inclusion(&l[2].0[..31], &p, &root.0),
+            Err(MerkleError::HashLength { .. })
+        ));
     }
 
     proptest! {

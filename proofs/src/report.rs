@@ -58,7 +58,13 @@ impl Report {
     }
     /// Records a fact that holds.
     pub fn holds(&mut self, subject: &str, check: &'static str, detail: impl Into<String>) {
-        self.facts.push(Fact { subject: subject.to_owned(), check, outcome: Outcome::Holds { detail: detail.into() } });
+        self.facts.push(Fact {
+            subject: subject.to_owned(),
+            check,
+            outcome: Outcome::Holds {
+                detail: detail.into(),
+            },
+        });
     }
     /// Records a failure.
     pub fn fails(
@@ -73,20 +79,37 @@ impl Report {
         self.facts.push(Fact {
             subject: subject.to_owned(),
             check,
-            outcome: Outcome::Fails { code, message: message.into(), expected: expected.into(), found: found.into() },
+            outcome: Outcome::Fails {
+                code,
+                message: message.into(),
+                expected: expected.into(),
+                found: found.into(),
+            },
         });
     }
     /// Records a check not made because of an earlier failure.
     pub fn skipped(&mut self, subject: &str, check: &'static str, because: impl Into<String>) {
-        self.facts.push(Fact { subject: subject.to_owned(), check, outcome: Outcome::Skipped { because: because.into() } });
+        self.facts.push(Fact {
+            subject: subject.to_owned(),
+            check,
+            outcome: Outcome::Skipped {
+                because: because.into(),
+            },
+        });
     }
     /// True only if there is at least one fact and every fact holds.
     pub fn ok(&self) -> bool {
-        !self.facts.is_empty() && self.facts.iter().all(|f| matches!(f.outcome, Outcome::Holds { .. }))
+        !self.facts.is_empty()
+            && self
+                .facts
+                .iter()
+                .all(|f| matches!(f.outcome, Outcome::Holds { .. }))
     }
     /// The failed facts.
     pub fn failures(&self) -> impl Iterator<Item = &Fact> {
-        self.facts.iter().filter(|f| matches!(f.outcome, Outcome::Fails { .. }))
+        self.facts
+            .iter()
+            .filter(|f| matches!(f.outcome, Outcome::Fails { .. }))
     }
     /// The code of the first failure, if any (handy in tests and logs).
     pub fn first_failure_code(&self) -> Option<&'static str> {
@@ -101,13 +124,22 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for fact in &self.facts {
             match &fact.outcome {
-                Outcome::Holds { detail } => writeln!(f, "ok    {} {}: {detail}", fact.subject, fact.check)?,
-                Outcome::Fails { code, message, expected, found } => writeln!(
+                Outcome::Holds { detail } => {
+                    writeln!(f, "ok    {} {}: {detail}", fact.subject, fact.check)?
+                }
+                Outcome::Fails {
+                    code,
+                    message,
+                    expected,
+                    found,
+                } => writeln!(
                     f,
                     "FAIL  {} {} [{code}]: {message}\n        expected: {expected}\n        found:    {found}",
                     fact.subject, fact.check
                 )?,
-                Outcome::Skipped { because } => writeln!(f, "skip  {} {}: {because}", fact.subject, fact.check)?,
+                Outcome::Skipped { because } => {
+                    writeln!(f, "skip  {} {}: {because}", fact.subject, fact.check)?
+                }
             }
         }
         Ok(())

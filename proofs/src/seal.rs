@@ -67,7 +67,10 @@ impl HpkeSecretKey {
         let (sk, pk) = Kem::derive_keypair(ikm);
         let mut b = [0u8; 32];
         b.copy_from_slice(&pk.to_bytes());
-        HpkeSecretKey { sk, pk: HpkePublicKey(b) }
+        HpkeSecretKey {
+            sk,
+            pk: HpkePublicKey(b),
+        }
     }
     /// The matching public key.
     pub fn public(&self) -> HpkePublicKey {
@@ -94,8 +97,9 @@ fn seal_with(
     rng: &mut impl CryptoRng,
 ) -> Result<Sealed, SealError> {
     let pk = recipient(to)?;
-    let (enc, ciphertext) = hpke::single_shot_seal_with_rng::<Aead, Kdf, Kem>(mode, &pk, info, plaintext, aad, rng)
-        .map_err(|_| SealError::KeyExchange)?;
+    let (enc, ciphertext) =
+        hpke::single_shot_seal_with_rng::<Aead, Kdf, Kem>(mode, &pk, info, plaintext, aad, rng)
+            .map_err(|_| SealError::KeyExchange)?;
     let mut e = [0u8; 32];
     e.copy_from_slice(&enc.to_bytes());
     Ok(Sealed { enc: e, ciphertext })
@@ -108,11 +112,13 @@ fn open_with(
     aad: &[u8],
     sealed: &Sealed,
 ) -> Result<Vec<u8>, SealError> {
-    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&sealed.enc).map_err(|_| SealError::EncappedKey)?;
-    hpke::single_shot_open::<Aead, Kdf, Kem>(mode, &key.sk, &enc, info, &sealed.ciphertext, aad).map_err(|e| match e {
-        hpke::HpkeError::DecapError => SealError::KeyExchange,
-        _ => SealError::Open,
-    })
+    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&sealed.enc)
+        .map_err(|_| SealError::EncappedKey)?;
+    hpke::single_shot_open::<Aead, Kdf, Kem>(mode, &key.sk, &enc, info, &sealed.ciphertext, aad)
+        .map_err(|e| match e {
+            hpke::HpkeError::DecapError => SealError::KeyExchange,
+            _ => SealError::Open,
+        })
 }
 
 /// Seals `plaintext` to `to` in base mode (anonymous sender).
@@ -127,7 +133,12 @@ pub fn seal_base(
 }
 
 /// Opens a base-mode message.
-pub fn open_base(key: &HpkeSecretKey, info: &[u8], aad: &[u8], sealed: &Sealed) -> Result<Vec<u8>, SealError> {
+pub fn open_base(
+    key: &HpkeSecretKey,
+    info: &[u8],
+    aad: &[u8],
+    sealed: &Sealed,
+) -> Result<Vec<u8>, SealError> {
     open_with(&OpModeR::Base, key, info, aad, sealed)
 }
 
@@ -141,7 +152,14 @@ pub fn seal_auth(
     rng: &mut impl CryptoRng,
 ) -> Result<Sealed, SealError> {
     let sender_pk = recipient(&from.pk)?;
-    seal_with(&OpModeS::Auth((from.sk.clone(), sender_pk)), to, info, aad, plaintext, rng)
+    seal_with(
+        &OpModeS::Auth((from.sk.clone(), sender_pk)),
+        to,
+        info,
+        aad,
+        plaintext,
+        rng,
+    )
 }
 
 /// Opens an auth-mode message, checking that `from` sealed it.
@@ -164,7 +182,8 @@ pub(crate) fn is_small_order(pk: &[u8; 32]) -> bool {
     // A clamped scalar is a multiple of the cofactor, so DH with a small-order point
     // is all zeros whatever the scalar; hpke reports that as an encapsulation error.
     let mut rng = FixedRng([7u8; 32], 0);
-    hpke::single_shot_seal_with_rng::<Aead, Kdf, Kem>(&OpModeS::Base, &pk, b"", b"", b"", &mut rng).is_err()
+    hpke::single_shot_seal_with_rng::<Aead, Kdf, Kem>(&OpModeS::Base, &pk, b"", b"", b"", &mut rng)
+        .is_err()
 }
 
 /// A deterministic byte source that repeats a 32-byte block; used only for the
@@ -211,9 +230,15 @@ mod tests {
         assert_eq!(open_base(&alice, b"info", b"aad", &s), Err(SealError::Open));
 
         let s = seal_auth(&alice, &bob.public(), b"i", b"a", b"m", &mut rng).unwrap();
-        assert_eq!(open_auth(&bob, &alice.public(), b"i", b"a", &s).unwrap(), b"m");
+        assert_eq!(
+            open_auth(&bob, &alice.public(), b"i", b"a", &s).unwrap(),
+            b"m"
+        );
         let mallory = HpkeSecretKey::derive(&[4; 32]);
-        assert_eq!(open_auth(&bob, &mallory.public(), b"i", b"a", &s), Err(SealError::Open));
+        assert_eq!(
+            open_auth(&bob, &mallory.public(), b"i", b"a", &s),
+            Err(SealError::Open)
+        );
         assert_eq!(open_base(&bob, b"i", b"a", &s), Err(SealError::Open));
         assert!(!format!("{bob:?}").contains("0202"));
     }

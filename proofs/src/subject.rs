@@ -89,14 +89,19 @@ impl TryFrom<SubjectIdRepr> for SubjectId {
 }
 impl From<SubjectId> for SubjectIdRepr {
     fn from(s: SubjectId) -> Self {
-        SubjectIdRepr { kind: s.kind, id: s.value }
+        SubjectIdRepr {
+            kind: s.kind,
+            id: s.value,
+        }
     }
 }
 
 const RESIDENT_WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
 const RESIDENT_CHECK: &[u8; 11] = b"10X98765432";
 const USCC_ALPHABET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
-const USCC_WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
+const USCC_WEIGHTS: [u32; 17] = [
+    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+];
 
 impl SubjectId {
     /// Validates and normalises (trims, upper-cases) an identifier of `kind`.
@@ -104,14 +109,20 @@ impl SubjectId {
         let value = raw.trim().to_ascii_uppercase();
         let b = value.as_bytes();
         if b.len() != 18 {
-            return Err(SubjectError::Length { kind, found: value.chars().count() });
+            return Err(SubjectError::Length {
+                kind,
+                found: value.chars().count(),
+            });
         }
         match kind {
             IdKind::Resident => {
                 let mut sum = 0u32;
                 for (i, c) in b[..17].iter().enumerate() {
                     if !c.is_ascii_digit() {
-                        return Err(SubjectError::Character { kind, position: i + 1 });
+                        return Err(SubjectError::Character {
+                            kind,
+                            position: i + 1,
+                        });
                     }
                     sum += u32::from(c - b'0') * RESIDENT_WEIGHTS[i];
                 }
@@ -126,7 +137,10 @@ impl SubjectId {
                 let mut sum = 0u32;
                 let pos = |c: u8| USCC_ALPHABET.iter().position(|&a| a == c);
                 for (i, &c) in b[..17].iter().enumerate() {
-                    let v = pos(c).ok_or(SubjectError::Character { kind, position: i + 1 })?;
+                    let v = pos(c).ok_or(SubjectError::Character {
+                        kind,
+                        position: i + 1,
+                    })?;
                     sum += v as u32 * USCC_WEIGHTS[i];
                 }
                 pos(b[17]).ok_or(SubjectError::Character { kind, position: 18 })?;
@@ -167,7 +181,11 @@ impl SubjectId {
         if b.len() != 17 || !b.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        let sum: u32 = b.iter().zip(RESIDENT_WEIGHTS).map(|(c, w)| u32::from(c - b'0') * w).sum();
+        let sum: u32 = b
+            .iter()
+            .zip(RESIDENT_WEIGHTS)
+            .map(|(c, w)| u32::from(c - b'0') * w)
+            .sum();
         Some(RESIDENT_CHECK[(sum % 11) as usize] as char)
     }
     /// Computes the check character a USCC with these 17 characters needs.
@@ -186,7 +204,13 @@ impl SubjectId {
 
 impl fmt::Debug for SubjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SubjectId({:?}, {}…{})", self.kind, &self.value[..2], "*".repeat(4))
+        write!(
+            f,
+            "SubjectId({:?}, {}…{})",
+            self.kind,
+            &self.value[..2],
+            "*".repeat(4)
+        )
     }
 }
 
@@ -208,7 +232,8 @@ impl SubjectKey {
         let mut e = Encoder::with_domain(SUBJECT_DOMAIN);
         e.u8(id.kind.tag()).str(&id.value);
         // HMAC accepts keys of any length; a 32-byte key cannot fail.
-        let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!());
+        let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!());
         mac.update(e.as_bytes());
         SubjectRef(Hash(mac.finalize().into_bytes().into()))
     }
@@ -244,9 +269,14 @@ mod tests {
         bad[17] = if bad[17] == b'0' { b'1' } else { b'0' };
         assert_eq!(
             SubjectId::resident(core::str::from_utf8(&bad).unwrap()),
-            Err(SubjectError::Checksum { kind: IdKind::Resident })
+            Err(SubjectError::Checksum {
+                kind: IdKind::Resident
+            })
         );
-        assert!(matches!(SubjectId::resident("123"), Err(SubjectError::Length { .. })));
+        assert!(matches!(
+            SubjectId::resident("123"),
+            Err(SubjectError::Length { .. })
+        ));
         assert!(matches!(
             SubjectId::resident("11010119900307A234"),
             Err(SubjectError::Character { position: 15, .. })
@@ -264,7 +294,10 @@ mod tests {
         let base = "91310000MA1FL4CT3";
         let code = format!("{base}{}", SubjectId::uscc_check_char(base).unwrap());
         assert!(SubjectId::uscc(&code).is_ok());
-        assert!(matches!(SubjectId::uscc("91310000MA1FL4CTIX"), Err(SubjectError::Character { position: 17, .. })));
+        assert!(matches!(
+            SubjectId::uscc("91310000MA1FL4CTIX"),
+            Err(SubjectError::Character { position: 17, .. })
+        ));
     }
 
     #[test]

@@ -54,19 +54,26 @@ impl TestChain {
     /// # Panics
     /// If `t` is 0 or above `n` (a test-setup mistake).
     pub fn new(chain_id: &str, n: usize, t: u16) -> Self {
-        let endorsers: Vec<SigningKey> =
-            (0..n).map(|i| SigningKey::from_seed(&test_seed(&format!("{chain_id}/endorser/{i}")))).collect();
-        let chain = ChainTrust::new(chain_id, endorsers.iter().map(SigningKey::public).collect(), t)
-            .unwrap_or_else(|e| panic!("test chain: {e}"));
+        let endorsers: Vec<SigningKey> = (0..n)
+            .map(|i| SigningKey::from_seed(&test_seed(&format!("{chain_id}/endorser/{i}"))))
+            .collect();
+        let chain = ChainTrust::new(
+            chain_id,
+            endorsers.iter().map(SigningKey::public).collect(),
+            t,
+        )
+        .unwrap_or_else(|e| panic!("test chain: {e}"));
         let dept_id = format!("{chain_id}.civil-affairs");
         let dept = SigningKey::from_seed(&test_seed(&dept_id));
-        let roots = TrustRoots::new(TEST_REGISTRY_HASH).with_chain(chain).with_member(Member {
-            id: dept_id.clone(),
-            role: Role::Department,
-            city: chain_id.to_owned(),
-            signing: dept.public(),
-            hpke: None,
-        });
+        let roots = TrustRoots::new(TEST_REGISTRY_HASH)
+            .with_chain(chain)
+            .with_member(Member {
+                id: dept_id.clone(),
+                role: Role::Department,
+                city: chain_id.to_owned(),
+                signing: dept.public(),
+                hpke: None,
+            });
         TestChain {
             chain_id: chain_id.to_owned(),
             endorsers,
@@ -80,18 +87,32 @@ impl TestChain {
     pub fn subject(&self, i: u64) -> SubjectRef {
         let base = format!("3201021990{:07}", i % 10_000_000);
         let check = SubjectId::resident_check_char(&base).unwrap_or('0');
-        let id = SubjectId::resident(&format!("{base}{check}")).unwrap_or_else(|e| panic!("synthetic id: {e}"));
+        let id = SubjectId::resident(&format!("{base}{check}"))
+            .unwrap_or_else(|e| panic!("synthetic id: {e}"));
         self.subject_key.reference(&id)
     }
 
     /// A marriage record for subject `i`, committed and signed.
     pub fn record_tx(&self, i: u64) -> (Transaction, CommittedRecord) {
         let mut f = BTreeMap::new();
-        f.insert("status".to_owned(), Value::Text(if i % 3 == 0 { "divorced" } else { "married" }.into()));
-        f.insert("certificate_no".to_owned(), Value::Text(format!("J320102-2019-{i:06}")));
-        f.insert("registered_on".to_owned(), Value::Date(Date::from_unix_ms(1_500_000_000_000 + i * 86_400_000)));
-        f.insert("office".to_owned(), Value::Text("Nanjing Xuanwu civil affairs bureau".into()));
-        let rec = CommittedRecord::new(f, test_seed(&format!("record/{i}"))).unwrap_or_else(|e| panic!("{e}"));
+        f.insert(
+            "status".to_owned(),
+            Value::Text(if i.is_multiple_of(3) { "divorced" } else { "married" }.into()),
+        );
+        f.insert(
+            "certificate_no".to_owned(),
+            Value::Text(format!("J320102-2019-{i:06}")),
+        );
+        f.insert(
+            "registered_on".to_owned(),
+            Value::Date(Date::from_unix_ms(1_500_000_000_000 + i * 86_400_000)),
+        );
+        f.insert(
+            "office".to_owned(),
+            Value::Text("Nanjing Xuanwu civil affairs bureau".into()),
+        );
+        let rec = CommittedRecord::new(f, test_seed(&format!("record/{i}")))
+            .unwrap_or_else(|e| panic!("{e}"));
         let body = TxBody::RecordCommit {
             record_type: "marriage".into(),
             record_id: format!("J320102-2019-{i:06}"),
@@ -100,20 +121,34 @@ impl TestChain {
             commitment: rec.commitment(),
             issued_ms: TEST_TIME_MS,
         };
-        (Transaction::sign(&self.chain_id, &self.department.0, body, &self.department.1), rec)
+        (
+            Transaction::sign(&self.chain_id, &self.department.0, body, &self.department.1),
+            rec,
+        )
     }
 
     /// Certifies a header with the first `signers` endorsers.
     pub fn certify(&self, header: Header, signers: usize) -> CertifiedHeader {
-        let s: Vec<(u16, &SigningKey)> = self.endorsers.iter().enumerate().take(signers).map(|(i, k)| (i as u16, k)).collect();
+        let s: Vec<(u16, &SigningKey)> = self
+            .endorsers
+            .iter()
+            .enumerate()
+            .take(signers)
+            .map(|(i, k)| (i as u16, k))
+            .collect();
         let certificate = Certificate::sign(&header, &s);
-        CertifiedHeader { header, certificate }
+        CertifiedHeader {
+            header,
+            certificate,
+        }
     }
 
     /// A block at `height` (after `prev`) holding `n` record commitments, certified
     /// by exactly the threshold of endorsers.
     pub fn block(&self, height: u64, prev: Hash, n: u64) -> TestBlock {
-        let (txs, records): (Vec<_>, Vec<_>) = (0..n).map(|i| self.record_tx(height * 1_000_000 + i)).unzip();
+        let (txs, records): (Vec<_>, Vec<_>) = (0..n)
+            .map(|i| self.record_tx(height * 1_000_000 + i))
+            .unzip();
         let tree = MerkleTree::from_data(&txs.iter().map(Transaction::encode).collect::<Vec<_>>());
         let header = Header {
             chain_id: self.chain_id.clone(),
@@ -124,7 +159,12 @@ impl TestChain {
             tx_root: tree.root(),
         };
         let t = usize::from(self.roots.chains[&self.chain_id].threshold());
-        TestBlock { header: self.certify(header, t), txs, records, tree }
+        TestBlock {
+            header: self.certify(header, t),
+            txs,
+            records,
+            tree,
+        }
     }
 }
 
@@ -134,12 +174,17 @@ impl TestBlock {
     /// # Panics
     /// If `i` is out of range.
     pub fn bundle(&self, i: usize) -> ProofBundle {
-        let proof = self.tree.inclusion_proof(i).unwrap_or_else(|| panic!("tx {i} out of range"));
+        let proof = self
+            .tree
+            .inclusion_proof(i)
+            .unwrap_or_else(|| panic!("tx {i} out of range"));
         ProofBundle::new(self.header.clone(), &self.txs[i], proof)
     }
     /// A package with the bundle of transaction `i` and a disclosure of `field`.
     pub fn package(&self, i: usize, field: &str) -> EvidencePackage {
-        let field = self.records[i].disclose(field).unwrap_or_else(|| panic!("no field {field}"));
+        let field = self.records[i]
+            .disclose(field)
+            .unwrap_or_else(|| panic!("no field {field}"));
         EvidencePackage {
             format: PACKAGE_FORMAT,
             registry_hash: TEST_REGISTRY_HASH,

@@ -72,20 +72,39 @@ pub const MAX_ENDORSERS: usize = 256;
 
 impl ChainTrust {
     /// A checked endorser set: 1 ≤ threshold ≤ endorsers, no key twice.
-    pub fn new(chain_id: impl Into<String>, endorsers: Vec<PublicKey>, threshold: u16) -> Result<Self, TrustError> {
+    pub fn new(
+        chain_id: impl Into<String>,
+        endorsers: Vec<PublicKey>,
+        threshold: u16,
+    ) -> Result<Self, TrustError> {
         let chain = chain_id.into();
         if endorsers.len() > MAX_ENDORSERS {
-            return Err(TrustError::TooManyEndorsers { chain, count: endorsers.len(), max: MAX_ENDORSERS });
+            return Err(TrustError::TooManyEndorsers {
+                chain,
+                count: endorsers.len(),
+                max: MAX_ENDORSERS,
+            });
         }
         if threshold == 0 || usize::from(threshold) > endorsers.len() {
-            return Err(TrustError::Threshold { chain, threshold, count: endorsers.len() });
+            return Err(TrustError::Threshold {
+                chain,
+                threshold,
+                count: endorsers.len(),
+            });
         }
         for (i, k) in endorsers.iter().enumerate() {
             if endorsers[..i].contains(k) {
-                return Err(TrustError::DuplicateEndorser { chain, key: k.to_hex() });
+                return Err(TrustError::DuplicateEndorser {
+                    chain,
+                    key: k.to_hex(),
+                });
             }
         }
-        Ok(ChainTrust { chain_id: chain, endorsers, threshold })
+        Ok(ChainTrust {
+            chain_id: chain,
+            endorsers,
+            threshold,
+        })
     }
     /// The chain id.
     pub fn chain_id(&self) -> &str {
@@ -133,7 +152,12 @@ pub struct TrustRoots {
 impl TrustRoots {
     /// Empty roots for a registry hash (builders add chains and members).
     pub fn new(registry_hash: Hash) -> Self {
-        TrustRoots { registry_hash, chains: BTreeMap::new(), members: BTreeMap::new(), max_clock_skew_ms: 30_000 }
+        TrustRoots {
+            registry_hash,
+            chains: BTreeMap::new(),
+            members: BTreeMap::new(),
+            max_clock_skew_ms: 30_000,
+        }
     }
     /// Adds a chain's endorser set.
     pub fn with_chain(mut self, chain: ChainTrust) -> Self {

@@ -1,9 +1,16 @@
 //! Ledger transactions: typed bodies signed by their author.
 //!
 //! Bytes of a transaction (also its Merkle leaf data):
-//! `enc("tongban/tx/v1") ‖ str(chain_id) ‖ str(author) ‖ u8(kind) ‖ body ‖ signature[64]`;
-//! the author signs everything before the signature. The chain id inside the
-//! signed bytes means a transaction can never be replayed onto another chain.
+//! `signing bytes ‖ authorization`, where the signing bytes are
+//! `enc("tongban/tx/v1") ‖ str(chain_id) ‖ str(author) ‖ u8(kind) ‖ body`.
+//! The chain id inside the signed bytes means a transaction can never be
+//! replayed onto another chain.
+//!
+//! The authorization is either the author's own signature over the signing
+//! bytes (`01 ‖ signature[64]`), or — for bulk writes, X-Road's trick — a place
+//! in a **batch** (`02 ‖ root[32] ‖ u32(index)`): the author signed once, in a
+//! [`TxBody::BatchSeal`] transaction, the Merkle root over the leaf hashes of the
+//! members' signing bytes, and each member proves its place with a path.
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -52,6 +59,13 @@ pub enum TxBody {
         /// When the record was issued (Unix ms).
         issued_ms: u64,
     },
+    /// The author's signature over a batch of transactions authorised by it.
+    BatchSeal {
+        /// RFC 6962 root over `leaf_hash(signing bytes)` of the members, in order.
+        root: Hash,
+        /// Number of members.
+        count: u32,
+    },
     /// A department withdraws one version of a record. History is never rewritten.
     RecordRevoke {
         /// Registry id of the record type.
@@ -72,26 +86,66 @@ impl TxBody {
         match self {
             TxBody::RecordCommit { .. } => 1,
             TxBody::RecordRevoke { .. } => 2,
+            TxBody::BatchSeal { .. } => 3,
         }
     }
-    /// The role that may author this kind of transaction.
-    pub fn author_role(&self) -> Role {
+    /// The roles that may author this kind of transaction.
+    pub fn author_roles(&self) -> &'static [Role] {
         match self {
-            TxBody::RecordCommit { .. } | TxBody::RecordRevoke { .. } => Role::Department,
+            TxBody::RecordCommit { .. } | TxBody::RecordRevoke { .. } => &[Role::Department],
+            TxBody::BatchSeal { .. } => &[
+                Role::Department,
+                Role::Gateway,
+                Role::ServiceCentre,
+                Role::Utility,
+            ],
+        }
+    }
+    /// A short English name of the kind.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            TxBody::RecordCommit { .. } => "record commitment",
+            TxBody::RecordRevoke { .. } => "record revocation",
+            TxBody::BatchSeal { .. } => "batch seal",
         }
     }
     fn write(&self, e: &mut Encoder) {
         e.u8(self.kind());
         match self {
-            TxBody::RecordCommit { record_type, record_id, subject, version, commitment, issued_ms } => {
-                e.str(record_type).str(record_id).raw(&subject.0.0).u32(*version).raw(&commitment.0).u64(*issued_ms);
+            TxBody::RecordCommit {
+                record_type,
+                record_id,
+                subject,
+                version,
+                commitment,
+                issued_ms,
+            } => {
+                e.str(record_type)
+                    .str(record_id)
+                    .raw(&subject.0.0)
+                    .u32(*version)
+                    .raw(&commitment.0)
+                    .u64(*issued_ms);
             }
-            TxBody::RecordRevoke { record_type, record_id, version, reason, at_ms } => {
+            TxBody::RecordRevoke {
+                record_type,
+                record_id,
+                version,
+                reason,
+                at_ms,
+            } => {
                 let r = match reason {
                     RevokeReason::Revoked => 1,
                     RevokeReason::Superseded => 2,
                 };
-                e.str(record_type).str(record_id).u32(*version).u8(r).u64(*at_ms);
+                e.str(record_type)
+                    .str(record_id)
+                    .u32(*version)
+                    .u8(r)
+                    .u64(*at_ms);
+            }
+            TxBody::BatchSeal { root, count } => {
+                e.raw(&root.0).u32(*count);
             }
         }
     }
@@ -112,16 +166,45 @@ impl TxBody {
                 reason: match d.u8("tx.reason")? {
                     1 => RevokeReason::Revoked,
                     2 => RevokeReason::Superseded,
-                    v => return Err(DecodeError::UnknownTag { field: "tx.reason", value: u64::from(v) }),
+                    v => {
+                        return Err(DecodeError::UnknownTag {
+                            field: "tx.reason",
+                            value: u64::from(v),
+                        });
+                    }
                 },
                 at_ms: d.u64("tx.at_ms")?,
             },
-            v => return Err(DecodeError::UnknownTag { field: "tx.kind", value: u64::from(v) }),
+            3 => TxBody::BatchSeal {
+                root: Hash(d.array("tx.batch_root")?),
+                count: d.u32("tx.batch_count")?,
+            },
+            v => {
+                return Err(DecodeError::UnknownTag {
+                    field: "tx.kind",
+                    value: u64::from(v),
+                });
+            }
         })
     }
 }
 
-/// A signed transaction.
+/// How the author authorised a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Authorization {
+    /// The author's signature over [`Transaction::signing_bytes`].
+    Signed(Signature),
+    /// Member `index` of the batch with this root, sealed by a [`TxBody::BatchSeal`].
+    Batched {
+        /// The batch root the author signed.
+        root: Hash,
+        /// This transaction's place in the batch.
+        index: u32,
+    },
+}
+
+/// An authorised transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Transaction {
@@ -131,9 +214,12 @@ pub struct Transaction {
     pub author: String,
     /// What it says.
     pub body: TxBody,
-    /// The author's signature over [`Transaction::signing_bytes`].
-    pub signature: Signature,
+    /// The author's signature, or its place in a sealed batch.
+    pub auth: Authorization,
 }
+
+/// Most members one batch may have.
+pub const MAX_BATCH: u32 = 1 << 16;
 
 /// Why a transaction is not accepted as authored.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -142,15 +228,18 @@ pub enum TxError {
     #[error("author `{0}` is not a registry member")]
     UnknownAuthor(String),
     /// The author may not write this kind of transaction.
-    #[error("author `{author}` is a {found:?}; this transaction needs a {expected:?}")]
+    #[error("author `{author}` is a {found:?}; this transaction needs one of {expected:?}")]
     Role {
         /// Author id.
         author: String,
-        /// Role required.
-        expected: Role,
+        /// Roles allowed.
+        expected: &'static [Role],
         /// Author's role.
         found: Role,
     },
+    /// A batched transaction checked as if it carried its own signature.
+    #[error("transaction is authorised by a batch; its seal and path are needed")]
+    NeedsBatch,
     /// The signature does not verify under the author's registry key.
     #[error("author `{0}`'s signature does not verify")]
     Signature(String),
@@ -167,54 +256,263 @@ pub enum TxError {
 impl Transaction {
     /// Creates and signs a transaction.
     pub fn sign(chain_id: &str, author: &str, body: TxBody, key: &SigningKey) -> Self {
-        let mut tx = Transaction {
+        let signature = key.sign(&signing_bytes(chain_id, author, &body));
+        Transaction {
             chain_id: chain_id.to_owned(),
             author: author.to_owned(),
             body,
-            signature: Signature([0; 64]),
-        };
-        tx.signature = key.sign(&tx.signing_bytes());
-        tx
+            auth: Authorization::Signed(signature),
+        }
     }
-    /// The bytes the author signs.
+    /// Authorises many bodies with one signature: returns the signed seal and the
+    /// members, each pointing at the batch root. Use [`batch_member_proof`] to prove
+    /// a member's place.
+    ///
+    /// # Panics
+    /// If `bodies` is empty or longer than [`MAX_BATCH`] (a caller mistake).
+    pub fn batch(
+        chain_id: &str,
+        author: &str,
+        bodies: Vec<TxBody>,
+        key: &SigningKey,
+    ) -> (Transaction, Vec<Transaction>) {
+        assert!(
+            !bodies.is_empty() && bodies.len() <= MAX_BATCH as usize,
+            "batch of {} members",
+            bodies.len()
+        );
+        let leaves: Vec<Hash> = bodies
+            .iter()
+            .map(|b| crate::merkle::leaf_hash(&signing_bytes(chain_id, author, b)))
+            .collect();
+        let root = crate::merkle::MerkleTree::from_leaf_hashes(&leaves).root();
+        let count = bodies.len() as u32;
+        let members = bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| Transaction {
+                chain_id: chain_id.to_owned(),
+                author: author.to_owned(),
+                body,
+                auth: Authorization::Batched {
+                    root,
+                    index: i as u32,
+                },
+            })
+            .collect();
+        (
+            Transaction::sign(chain_id, author, TxBody::BatchSeal { root, count }, key),
+            members,
+        )
+    }
+    /// The bytes the author signs (or whose leaf hash goes into a batch).
     pub fn signing_bytes(&self) -> Vec<u8> {
-        let mut e = Encoder::with_domain(TX_DOMAIN);
-        e.str(&self.chain_id).str(&self.author);
-        self.body.write(&mut e);
-        e.finish()
+        signing_bytes(&self.chain_id, &self.author, &self.body)
     }
-    /// The canonical bytes (signing bytes followed by the signature): the Merkle leaf data.
+    /// The canonical bytes (signing bytes, then the authorization): the Merkle leaf data.
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = self.signing_bytes();
-        b.extend_from_slice(&self.signature.0);
-        b
+        let mut e = Encoder::new();
+        e.raw(&self.signing_bytes());
+        match &self.auth {
+            Authorization::Signed(sig) => e.u8(1).raw(&sig.0),
+            Authorization::Batched { root, index } => e.u8(2).raw(&root.0).u32(*index),
+        };
+        e.finish()
     }
     /// Decodes canonical bytes (at most [`MAX_TX_BYTES`], nothing trailing).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         if bytes.len() > MAX_TX_BYTES {
-            return Err(DecodeError::TooLong { field: "tx", len: bytes.len() as u64, max: MAX_TX_BYTES as u64 });
+            return Err(DecodeError::TooLong {
+                field: "tx",
+                len: bytes.len() as u64,
+                max: MAX_TX_BYTES as u64,
+            });
         }
         let mut d = Decoder::new(bytes);
         d.domain(TX_DOMAIN)?;
         let chain_id = d.str("tx.chain_id", MAX_CHAIN_ID)?.to_owned();
         let author = d.str("tx.author", MAX_ID)?.to_owned();
         let body = TxBody::read(&mut d)?;
-        let signature = Signature(d.array("tx.signature")?);
+        let auth = match d.u8("tx.auth")? {
+            1 => Authorization::Signed(Signature(d.array("tx.signature")?)),
+            2 => Authorization::Batched {
+                root: Hash(d.array("tx.batch_root")?),
+                index: d.u32("tx.batch_index")?,
+            },
+            v => {
+                return Err(DecodeError::UnknownTag {
+                    field: "tx.auth",
+                    value: u64::from(v),
+                });
+            }
+        };
         d.finish()?;
-        Ok(Transaction { chain_id, author, body, signature })
+        Ok(Transaction {
+            chain_id,
+            author,
+            body,
+            auth,
+        })
     }
     /// The Merkle leaf hash of this transaction.
     pub fn leaf_hash(&self) -> Hash {
         crate::merkle::leaf_hash(&self.encode())
     }
-    /// Checks the author: a registry member of the right role whose key signed it.
-    pub fn verify_author(&self, roots: &TrustRoots) -> Result<(), TxError> {
-        let m = roots.members.get(&self.author).ok_or_else(|| TxError::UnknownAuthor(self.author.clone()))?;
-        let expected = self.body.author_role();
-        if m.role != expected {
-            return Err(TxError::Role { author: self.author.clone(), expected, found: m.role });
+    /// Checks that the author is a registry member whose role may write this kind.
+    pub fn verify_role<'r>(
+        &self,
+        roots: &'r TrustRoots,
+    ) -> Result<&'r crate::trust::Member, TxError> {
+        let m = roots
+            .members
+            .get(&self.author)
+            .ok_or_else(|| TxError::UnknownAuthor(self.author.clone()))?;
+        let expected = self.body.author_roles();
+        if !expected.contains(&m.role) {
+            return Err(TxError::Role {
+                author: self.author.clone(),
+                expected,
+                found: m.role,
+            });
         }
-        m.signing.verify(&self.signing_bytes(), &self.signature).map_err(|_| TxError::Signature(self.author.clone()))
+        Ok(m)
+    }
+    /// Checks a self-signed transaction: a registry member of the right role whose
+    /// key signed it. A batched transaction needs [`verify_batch_member`] instead.
+    pub fn verify_author(&self, roots: &TrustRoots) -> Result<(), TxError> {
+        let m = self.verify_role(roots)?;
+        let Authorization::Signed(sig) = &self.auth else {
+            return Err(TxError::NeedsBatch);
+        };
+        m.signing
+            .verify(&self.signing_bytes(), sig)
+            .map_err(|_| TxError::Signature(self.author.clone()))
+    }
+}
+
+/// The signing bytes of a body by `author` on `chain_id`.
+pub fn signing_bytes(chain_id: &str, author: &str, body: &TxBody) -> Vec<u8> {
+    let mut e = Encoder::with_domain(TX_DOMAIN);
+    e.str(chain_id).str(author);
+    body.write(&mut e);
+    e.finish()
+}
+
+/// The proof of member `index`'s place in a batch (over the members' signing bytes).
+///
+/// # Panics
+/// If `index` is out of range.
+pub fn batch_member_proof(members: &[Transaction], index: usize) -> crate::merkle::InclusionProof {
+    let leaves: Vec<Hash> = members
+        .iter()
+        .map(|m| crate::merkle::leaf_hash(&m.signing_bytes()))
+        .collect();
+    crate::merkle::MerkleTree::from_leaf_hashes(&leaves)
+        .inclusion_proof(index)
+        .unwrap_or_else(|| panic!("batch member {index} out of range"))
+}
+
+/// Why a batched transaction is not authorised by its seal.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BatchError {
+    /// The transaction is not a batch member.
+    #[error("transaction carries its own signature, not a batch place")]
+    NotBatched,
+    /// The seal transaction is not a batch seal.
+    #[error("the seal is a {0}, not a batch seal")]
+    NotASeal(&'static str),
+    /// Seal and member differ in author or chain.
+    #[error(
+        "seal by `{seal}` on `{seal_chain}` does not cover a member by `{member}` on `{member_chain}`"
+    )]
+    Mismatch {
+        /// Seal author.
+        seal: String,
+        /// Seal chain.
+        seal_chain: String,
+        /// Member author.
+        member: String,
+        /// Member chain.
+        member_chain: String,
+    },
+    /// The seal's root is not the member's root.
+    #[error("seal root {sealed} differs from the member's batch root {claimed}")]
+    Root {
+        /// Root in the seal.
+        sealed: Hash,
+        /// Root in the member.
+        claimed: Hash,
+    },
+    /// The path's index or size do not match the member's index and the seal's count.
+    #[error(
+        "member path is for place {index} of {size}; the member claims place {claimed} of a batch of {count}"
+    )]
+    Place {
+        /// Path index.
+        index: u64,
+        /// Path size.
+        size: u64,
+        /// Index the member claims.
+        claimed: u32,
+        /// Count the seal states.
+        count: u32,
+    },
+    /// The member's signing bytes are not at that place under the root.
+    #[error("member is not in the sealed batch: {0}")]
+    Path(crate::merkle::MerkleError),
+}
+
+/// Checks that `member` is authorised by `seal` (an already verified, self-signed
+/// batch seal): same author and chain, same root, and `path` proves the member's
+/// signing bytes at its index.
+pub fn verify_batch_member(
+    member: &Transaction,
+    seal: &Transaction,
+    path: &crate::merkle::InclusionProof,
+) -> Result<(), BatchError> {
+    let Authorization::Batched { root, index } = member.auth else {
+        return Err(BatchError::NotBatched);
+    };
+    let TxBody::BatchSeal {
+        root: sealed,
+        count,
+    } = seal.body
+    else {
+        return Err(BatchError::NotASeal(seal.body.kind_name()));
+    };
+    if seal.author != member.author || seal.chain_id != member.chain_id {
+        return Err(BatchError::Mismatch {
+            seal: seal.author.clone(),
+            seal_chain: seal.chain_id.clone(),
+            member: member.author.clone(),
+            member_chain: member.chain_id.clone(),
+        });
+    }
+    if sealed != root {
+        return Err(BatchError::Root {
+            sealed,
+            claimed: root,
+        });
+    }
+    if path.index != u64::from(index) || path.size != u64::from(count) {
+        return Err(BatchError::Place {
+            index: path.index,
+            size: path.size,
+            claimed: index,
+            count,
+        });
+    }
+    let leaf = crate::merkle::leaf_hash(&member.signing_bytes());
+    crate::merkle::verify_inclusion(&leaf.0, path, &root.0).map_err(BatchError::Path)
+}
+
+impl Transaction {
+    /// The signature, if the transaction carries its own.
+    pub fn signature(&self) -> Option<&Signature> {
+        match &self.auth {
+            Authorization::Signed(s) => Some(s),
+            Authorization::Batched { .. } => None,
+        }
     }
 }
 
@@ -272,10 +570,22 @@ mod tests {
             commitment: Hash([5; 32]),
             issued_ms: 0,
         };
-        assert_eq!(forged.verify_author(&roots), Err(TxError::Signature("nanjing.civil-affairs".into())));
-        let roots2 = TrustRoots::new(Hash([0; 32])).with_member(Member { role: Role::Utility, ..member });
-        assert!(matches!(tx.verify_author(&roots2), Err(TxError::Role { .. })));
-        assert!(matches!(tx.verify_author(&TrustRoots::new(Hash([0; 32]))), Err(TxError::UnknownAuthor(_))));
+        assert_eq!(
+            forged.verify_author(&roots),
+            Err(TxError::Signature("nanjing.civil-affairs".into()))
+        );
+        let roots2 = TrustRoots::new(Hash([0; 32])).with_member(Member {
+            role: Role::Utility,
+            ..member
+        });
+        assert!(matches!(
+            tx.verify_author(&roots2),
+            Err(TxError::Role { .. })
+        ));
+        assert!(matches!(
+            tx.verify_author(&TrustRoots::new(Hash([0; 32]))),
+            Err(TxError::UnknownAuthor(_))
+        ));
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub struct Date {
 impl Date {
     /// A checked date; `None` if the day does not exist.
     pub fn new(year: u16, month: u8, day: u8) -> Option<Self> {
-        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let leap = (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
         let days = match month {
             1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
             4 | 6 | 9 | 11 => 30,
@@ -41,7 +41,11 @@ impl Date {
             }
             part.parse().ok()
         };
-        Date::new(num(0..4)?, u8::try_from(num(5..7)?).ok()?, u8::try_from(num(8..10)?).ok()?)
+        Date::new(
+            num(0..4)?,
+            u8::try_from(num(5..7)?).ok()?,
+            u8::try_from(num(8..10)?).ok()?,
+        )
     }
     /// Year.
     pub fn year(&self) -> u16 {
@@ -78,7 +82,11 @@ impl Date {
         let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
         let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
         let y = (yoe + era * 400 + i64::from(m <= 2)) as u16;
-        Date { year: y, month: m, day: d }
+        Date {
+            year: y,
+            month: m,
+            day: d,
+        }
     }
 }
 
@@ -100,7 +108,8 @@ impl Serialize for Date {
 impl<'de> Deserialize<'de> for Date {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Date::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a date YYYY-MM-DD")))
+        Date::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a date YYYY-MM-DD")))
     }
 }
 
@@ -169,7 +178,12 @@ impl Value {
     }
     /// Reads a plain JSON-like scalar as a value of `kind`: text and dates from
     /// strings, ints from integers, bools from booleans.
-    pub fn from_plain(kind: Kind, text: Option<&str>, int: Option<i64>, boolean: Option<bool>) -> Option<Value> {
+    pub fn from_plain(
+        kind: Kind,
+        text: Option<&str>,
+        int: Option<i64>,
+        boolean: Option<bool>,
+    ) -> Option<Value> {
         match kind {
             Kind::Text => text.map(|s| Value::Text(s.to_owned())),
             Kind::Date => text.and_then(Date::parse).map(Value::Date),
@@ -204,16 +218,30 @@ impl Value {
             3 => match d.u8("value.bool")? {
                 0 => Value::Bool(false),
                 1 => Value::Bool(true),
-                v => return Err(DecodeError::UnknownTag { field: "value.bool", value: u64::from(v) }),
+                v => {
+                    return Err(DecodeError::UnknownTag {
+                        field: "value.bool",
+                        value: u64::from(v),
+                    });
+                }
             },
             4 => {
-                let (y, m, day) = (d.u16("value.year")?, d.u8("value.month")?, d.u8("value.day")?);
+                let (y, m, day) = (
+                    d.u16("value.year")?,
+                    d.u8("value.month")?,
+                    d.u8("value.day")?,
+                );
                 Value::Date(Date::new(y, m, day).ok_or(DecodeError::Invalid {
                     field: "value.date",
                     reason: format!("{y:04}-{m:02}-{day:02} is not a calendar date"),
                 })?)
             }
-            v => return Err(DecodeError::UnknownTag { field: "value.kind", value: u64::from(v) }),
+            v => {
+                return Err(DecodeError::UnknownTag {
+                    field: "value.kind",
+                    value: u64::from(v),
+                });
+            }
         })
     }
 }
@@ -242,8 +270,14 @@ mod tests {
         assert!(Date::parse("2023-13-01").is_none());
         assert!(Date::parse("+023-01-01").is_none());
         assert_eq!(Date::parse("1970-01-01").unwrap().days_since_epoch(), 0);
-        assert_eq!(Date::parse("2000-03-01").unwrap().days_since_epoch(), 11_017);
-        assert_eq!(Date::from_unix_ms(951_868_800_000).to_string(), "2000-03-01");
+        assert_eq!(
+            Date::parse("2000-03-01").unwrap().days_since_epoch(),
+            11_017
+        );
+        assert_eq!(
+            Date::from_unix_ms(951_868_800_000).to_string(),
+            "2000-03-01"
+        );
     }
 
     proptest! {

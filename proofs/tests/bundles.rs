@@ -12,7 +12,9 @@ const NOW: u64 = TEST_TIME_MS + 60_000;
 
 fn chain() -> TestChain {
     static CHAIN: std::sync::OnceLock<TestChain> = std::sync::OnceLock::new();
-    CHAIN.get_or_init(|| TestChain::new("nanjing", 7, 4)).clone()
+    CHAIN
+        .get_or_init(|| TestChain::new("nanjing", 7, 4))
+        .clone()
 }
 
 fn block(c: &TestChain) -> TestBlock {
@@ -97,8 +99,19 @@ fn specific_reasons_for_each_field() {
     let mut b = good;
     b.header.certificate.endorsements.pop();
     let r = check(&b, &c);
-    let after: Vec<_> = r.facts.iter().skip_while(|f| f.check != "header.certificate").skip(1).collect();
-    assert!(!after.is_empty() && after.iter().all(|f| matches!(f.outcome, Outcome::Skipped { .. })), "{r}");
+    let after: Vec<_> = r
+        .facts
+        .iter()
+        .skip_while(|f| f.check != "header.certificate")
+        .skip(1)
+        .collect();
+    assert!(
+        !after.is_empty()
+            && after
+                .iter()
+                .all(|f| matches!(f.outcome, Outcome::Skipped { .. })),
+        "{r}"
+    );
 }
 
 #[test]
@@ -108,12 +121,18 @@ fn duplicate_endorser_never_counts_twice() {
     let mut b = blk.bundle(0);
     let e: Endorsement = b.header.certificate.endorsements[0];
     b.header.certificate.endorsements = vec![e, e, e, e];
-    assert_eq!(check(&b, &c).first_failure_code(), Some("certificate.duplicate_signer"));
+    assert_eq!(
+        check(&b, &c).first_failure_code(),
+        Some("certificate.duplicate_signer")
+    );
     // Even padded with distinct valid signers, a duplicate is refused outright.
     let mut b = blk.bundle(0);
     let first = b.header.certificate.endorsements[0];
     b.header.certificate.endorsements.insert(1, first);
-    assert_eq!(check(&b, &c).first_failure_code(), Some("certificate.duplicate_signer"));
+    assert_eq!(
+        check(&b, &c).first_failure_code(),
+        Some("certificate.duplicate_signer")
+    );
 }
 
 #[test]
@@ -127,11 +146,20 @@ fn certificate_for_another_chain_never_counts() {
     let mut bundle = blk.bundle(0);
     bundle.header.header.chain_id = "suzhou".into();
     let roots = b.roots.clone().with_chain(
-        proofs::ChainTrust::new("suzhou", a.endorsers.iter().map(proofs::SigningKey::public).collect(), 3).unwrap(),
+        proofs::ChainTrust::new(
+            "suzhou",
+            a.endorsers.iter().map(proofs::SigningKey::public).collect(),
+            3,
+        )
+        .unwrap(),
     );
     let mut r = Report::new();
     verify_bundle(&bundle, &roots, NOW, "b", &mut r);
-    assert_eq!(r.first_failure_code(), Some("certificate.bad_signature"), "{r}");
+    assert_eq!(
+        r.first_failure_code(),
+        Some("certificate.bad_signature"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -140,26 +168,42 @@ fn package_level_refusals() {
     let blk = block(&c);
     let mut p = blk.package(2, "status");
     p.registry_hash = Hash([1; 32]);
-    assert_eq!(verify_package(&p, &c.roots, NOW).first_failure_code(), Some("package.registry_mismatch"));
+    assert_eq!(
+        verify_package(&p, &c.roots, NOW).first_failure_code(),
+        Some("package.registry_mismatch")
+    );
 
     let mut p = blk.package(2, "status");
     p.disclosures[0].bundle = 3;
-    assert_eq!(verify_package(&p, &c.roots, NOW).first_failure_code(), Some("disclosure.no_bundle"));
+    assert_eq!(
+        verify_package(&p, &c.roots, NOW).first_failure_code(),
+        Some("disclosure.no_bundle")
+    );
 
     let mut p = blk.package(2, "status");
     p.disclosures[0].field.value = proofs::Value::Text("single".into());
-    assert_eq!(verify_package(&p, &c.roots, NOW).first_failure_code(), Some("disclosure.mismatch"));
+    assert_eq!(
+        verify_package(&p, &c.roots, NOW).first_failure_code(),
+        Some("disclosure.mismatch")
+    );
 
     let mut p = blk.package(2, "status");
     p.bundles.clear();
     p.disclosures.clear();
-    assert_eq!(verify_package(&p, &c.roots, NOW).first_failure_code(), Some("package.empty"));
+    assert_eq!(
+        verify_package(&p, &c.roots, NOW).first_failure_code(),
+        Some("package.empty")
+    );
 
     // A disclosure whose bundle fails is skipped, never shown as verified.
     let mut p = blk.package(2, "status");
     p.bundles[0].header.certificate.endorsements.pop();
     let r = verify_package(&p, &c.roots, NOW);
-    assert!(r.facts.iter().any(|f| f.subject == "disclosure[0]" && matches!(f.outcome, Outcome::Skipped { .. })));
+    assert!(
+        r.facts
+            .iter()
+            .any(|f| f.subject == "disclosure[0]" && matches!(f.outcome, Outcome::Skipped { .. }))
+    );
     assert!(!r.ok());
 }
 
@@ -169,7 +213,10 @@ fn truncations_and_extensions_never_decode() {
     let blk = block(&c);
     let bytes = blk.package(1, "status").encode();
     for cut in 0..bytes.len() {
-        assert!(EvidencePackage::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        assert!(
+            EvidencePackage::decode(&bytes[..cut]).is_err(),
+            "cut at {cut}"
+        );
     }
     let mut longer = bytes.clone();
     longer.push(0);

@@ -11,7 +11,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use proofs::bundle::{BoundDisclosure, EvidencePackage, PACKAGE_FORMAT, ProofBundle, verify_package};
+use proofs::bundle::{
+    BoundDisclosure, EvidencePackage, PACKAGE_FORMAT, ProofBundle, verify_package,
+};
 use proofs::commitment::{CommittedRecord, field_leaf, field_salt};
 use proofs::hash::{Hash, sha256};
 use proofs::header::{Certificate, CertifiedHeader, Header};
@@ -25,19 +27,28 @@ use serde_json::{Value as Json, json};
 
 fn kat() -> Json {
     let dept = SigningKey::from_seed(&test_seed("kat/nanjing.civil-affairs"));
-    let endorsers: Vec<SigningKey> = (0..4).map(|i| SigningKey::from_seed(&test_seed(&format!("kat/endorser/{i}")))).collect();
+    let endorsers: Vec<SigningKey> = (0..4)
+        .map(|i| SigningKey::from_seed(&test_seed(&format!("kat/endorser/{i}"))))
+        .collect();
     let subject_key = SubjectKey::from_bytes(test_seed("kat/subject-key"));
-    let subject = SubjectId::resident("32010219900307123X").or_else(|_| {
-        let base = "32010219900307123";
-        SubjectId::resident(&format!("{base}{}", SubjectId::resident_check_char(base).unwrap()))
-    });
-    let subject = subject.unwrap();
+    let base = "32010219900307123";
+    let subject = SubjectId::resident(&format!(
+        "{base}{}",
+        SubjectId::resident_check_char(base).unwrap()
+    ))
+    .unwrap();
     let subject_ref = subject_key.reference(&subject);
 
     let secret = test_seed("kat/record-secret");
     let mut fields = BTreeMap::new();
-    fields.insert("certificate_no".to_owned(), Value::Text("J320102-2019-001234".into()));
-    fields.insert("registered_on".to_owned(), Value::Date(Date::parse("2019-05-20").unwrap()));
+    fields.insert(
+        "certificate_no".to_owned(),
+        Value::Text("J320102-2019-001234".into()),
+    );
+    fields.insert(
+        "registered_on".to_owned(),
+        Value::Date(Date::parse("2019-05-20").unwrap()),
+    );
     fields.insert("status".to_owned(), Value::Text("married".into()));
     fields.insert("children".to_owned(), Value::Int(1));
     fields.insert("joint_property".to_owned(), Value::Bool(true));
@@ -77,10 +88,13 @@ fn kat() -> Json {
         TxBody::RecordCommit {
             record_type: "marriage".into(),
             record_id: "J320102-2019-001300".into(),
-            subject: subject_key.reference(&SubjectId::resident(&{
-                let b = "32010219881111002";
-                format!("{b}{}", SubjectId::resident_check_char(b).unwrap())
-            }).unwrap()),
+            subject: subject_key.reference(
+                &SubjectId::resident(&{
+                    let b = "32010219881111002";
+                    format!("{b}{}", SubjectId::resident_check_char(b).unwrap())
+                })
+                .unwrap(),
+            ),
             version: 1,
             commitment: Hash([0x11; 32]),
             issued_ms: 1_558_310_400_000,
@@ -97,19 +111,39 @@ fn kat() -> Json {
         tx_count: 3,
         tx_root: tree.root(),
     };
-    let cert = Certificate::sign(&header, &[(0, &endorsers[0]), (2, &endorsers[2]), (3, &endorsers[3])]);
-    let bundle = ProofBundle::new(CertifiedHeader { header: header.clone(), certificate: cert }, &tx1, tree.inclusion_proof(0).unwrap());
+    let cert = Certificate::sign(
+        &header,
+        &[(0, &endorsers[0]), (2, &endorsers[2]), (3, &endorsers[3])],
+    );
+    let bundle = ProofBundle::new(
+        CertifiedHeader {
+            header: header.clone(),
+            certificate: cert,
+        },
+        &tx1,
+        tree.inclusion_proof(0).unwrap(),
+    );
     let registry_hash = sha256(b"kat/registry");
     let package = EvidencePackage {
         format: PACKAGE_FORMAT,
         registry_hash,
         bundles: vec![bundle.clone()],
-        disclosures: vec![BoundDisclosure { bundle: 0, field: record.disclose("status").unwrap() }],
+        disclosures: vec![BoundDisclosure {
+            bundle: 0,
+            field: record.disclose("status").unwrap(),
+        }],
     };
 
     // The package verifies under exactly these roots.
     let roots = TrustRoots::new(registry_hash)
-        .with_chain(ChainTrust::new("nanjing", endorsers.iter().map(SigningKey::public).collect(), 3).unwrap())
+        .with_chain(
+            ChainTrust::new(
+                "nanjing",
+                endorsers.iter().map(SigningKey::public).collect(),
+                3,
+            )
+            .unwrap(),
+        )
         .with_member(Member {
             id: "nanjing.civil-affairs".into(),
             role: Role::Department,
@@ -118,6 +152,57 @@ fn kat() -> Json {
             hpke: None,
         });
     let report = verify_package(&package, &roots, 1_558_310_460_000);
+    assert!(report.ok(), "{report}");
+
+    // A batch: two record commitments authorised by one seal, all in one block.
+    let bodies: Vec<TxBody> = (0..2u32)
+        .map(|i| TxBody::RecordCommit {
+            record_type: "marriage".into(),
+            record_id: format!("J320102-2020-00000{i}"),
+            subject: subject_ref,
+            version: 1,
+            commitment: Hash([0x20 + i as u8; 32]),
+            issued_ms: 1_558_310_400_000,
+        })
+        .collect();
+    let (seal, members) = Transaction::batch("nanjing", "nanjing.civil-affairs", bodies, &dept);
+    let batch_txs = [seal.encode(), members[0].encode(), members[1].encode()];
+    let batch_tree = MerkleTree::from_data(&batch_txs);
+    let batch_header = Header {
+        chain_id: "nanjing".into(),
+        height: 43,
+        prev: header.hash(),
+        timestamp_ms: 1_558_310_402_000,
+        tx_count: 3,
+        tx_root: batch_tree.root(),
+    };
+    let batch_cert = Certificate::sign(
+        &batch_header,
+        &[(1, &endorsers[1]), (2, &endorsers[2]), (3, &endorsers[3])],
+    );
+    let batch_certified = CertifiedHeader {
+        header: batch_header,
+        certificate: batch_cert,
+    };
+    let seal_bundle = ProofBundle::new(
+        batch_certified.clone(),
+        &seal,
+        batch_tree.inclusion_proof(0).unwrap(),
+    );
+    let member_path = proofs::tx::batch_member_proof(&members, 1);
+    let member_bundle = ProofBundle::new(
+        batch_certified,
+        &members[1],
+        batch_tree.inclusion_proof(2).unwrap(),
+    )
+    .with_batch(seal_bundle, member_path.clone());
+    let batch_package = EvidencePackage {
+        format: PACKAGE_FORMAT,
+        registry_hash,
+        bundles: vec![member_bundle.clone()],
+        disclosures: vec![],
+    };
+    let report = verify_package(&batch_package, &roots, 1_558_310_460_000);
     assert!(report.ok(), "{report}");
 
     let h = |b: &[u8]| hex::encode(b);
@@ -165,6 +250,14 @@ fn kat() -> Json {
             "endorsement_message": h(&header.endorsement_message()),
         },
         "bundle": { "bytes": h(&bundle.encode()) },
+        "batch": {
+            "seal": { "bytes": h(&seal.encode()), "signing_bytes": h(&seal.signing_bytes()) },
+            "members": members.iter().map(|m| json!({"bytes": h(&m.encode()), "signing_bytes": h(&m.signing_bytes())})).collect::<Vec<_>>(),
+            "member_1_path": serde_json::to_value(&member_path).unwrap(),
+            "member_1_bundle": h(&member_bundle.encode()),
+            "package_bytes": h(&batch_package.encode()),
+            "verdict": "valid",
+        },
         "package": {
             "now_ms": 1_558_310_460_000u64,
             "registry_hash": registry_hash.to_hex(),
@@ -185,16 +278,24 @@ fn encodings_match_the_published_vectors() {
         return;
     }
     let want: Json = serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; generate it with TONGBAN_WRITE_KAT=1", path.display())
+        panic!(
+            "{}: {e}; generate it with TONGBAN_WRITE_KAT=1",
+            path.display()
+        )
     }))
     .unwrap();
-    assert_eq!(got, want, "encoding changed: update docs/encoding.md and the vectors deliberately");
+    assert_eq!(
+        got, want,
+        "encoding changed: update docs/encoding.md and the vectors deliberately"
+    );
 }
 
 #[test]
 fn the_published_package_decodes_and_verifies_from_its_bytes() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/vectors/encoding-v1.json");
-    let Ok(text) = std::fs::read(&path) else { return };
+    let Ok(text) = std::fs::read(&path) else {
+        return;
+    };
     let v: Json = serde_json::from_slice(&text).unwrap();
     let bytes = hex::decode(v["package"]["bytes"].as_str().unwrap()).unwrap();
     let pkg = EvidencePackage::decode(&bytes).unwrap();

@@ -12,7 +12,9 @@ use base64::Engine as _;
 use hpke::{Deserializable, OpModeR, Serializable};
 use proofs::hash::Hash;
 use proofs::keys::{PublicKey, Signature};
-use proofs::merkle::{InclusionProof, MerkleTree, leaf_hash, root_of, verify_consistency, verify_inclusion};
+use proofs::merkle::{
+    InclusionProof, MerkleTree, leaf_hash, root_of, verify_consistency, verify_inclusion,
+};
 use proofs::seal::{self, HpkeSecretKey};
 use serde_json::Value as Json;
 
@@ -35,7 +37,10 @@ fn vectors() -> Option<PathBuf> {
 }
 
 fn json_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for p in entries {
         if p.is_dir() {
@@ -47,11 +52,14 @@ fn json_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn read(p: &Path) -> Json {
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    serde_json::from_slice(&std::fs::read(p).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 fn b64(v: &Json) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or("")).unwrap()
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().unwrap_or(""))
+        .unwrap()
 }
 
 fn hx(v: &Json) -> Vec<u8> {
@@ -61,7 +69,11 @@ fn hx(v: &Json) -> Vec<u8> {
 /// A path element that is not 32 bytes cannot be a digest: the proof is refused.
 fn path_of(v: &Json) -> Option<Vec<Hash>> {
     v.as_array()
-        .map(|a| a.iter().map(|h| b64(h).try_into().ok().map(Hash)).collect::<Option<Vec<_>>>())
+        .map(|a| {
+            a.iter()
+                .map(|h| b64(h).try_into().ok().map(Hash))
+                .collect::<Option<Vec<_>>>()
+        })
         .unwrap_or(Some(Vec::new()))
 }
 
@@ -69,8 +81,15 @@ fn path_of(v: &Json) -> Option<Vec<Hash>> {
 fn transparency_dev_inclusion_probes() {
     let Some(dir) = vectors() else { return };
     let mut files = Vec::new();
-    json_files(&dir.join("transparency-dev-merkle/testdata/inclusion"), &mut files);
-    assert!(files.len() > 50, "expected the inclusion probes, found {}", files.len());
+    json_files(
+        &dir.join("transparency-dev-merkle/testdata/inclusion"),
+        &mut files,
+    );
+    assert!(
+        files.len() > 50,
+        "expected the inclusion probes, found {}",
+        files.len()
+    );
     let (mut good, mut bad) = (0, 0);
     for f in &files {
         let v = read(f);
@@ -78,8 +97,13 @@ fn transparency_dev_inclusion_probes() {
         let got = match path_of(&v["proof"]) {
             None => Err("path element is not 32 bytes".to_string()),
             Some(path) => {
-                let proof = InclusionProof { index: v["leafIdx"].as_u64().unwrap(), size: v["treeSize"].as_u64().unwrap(), path };
-                verify_inclusion(&b64(&v["leafHash"]), &proof, &b64(&v["root"])).map_err(|e| e.to_string())
+                let proof = InclusionProof {
+                    index: v["leafIdx"].as_u64().unwrap(),
+                    size: v["treeSize"].as_u64().unwrap(),
+                    path,
+                };
+                verify_inclusion(&b64(&v["leafHash"]), &proof, &b64(&v["root"]))
+                    .map_err(|e| e.to_string())
             }
         };
         assert_eq!(got.is_err(), want_err, "{}: {:?}", f.display(), got);
@@ -93,8 +117,15 @@ fn transparency_dev_inclusion_probes() {
 fn transparency_dev_consistency_probes() {
     let Some(dir) = vectors() else { return };
     let mut files = Vec::new();
-    json_files(&dir.join("transparency-dev-merkle/testdata/consistency"), &mut files);
-    assert!(files.len() > 50, "expected the consistency probes, found {}", files.len());
+    json_files(
+        &dir.join("transparency-dev-merkle/testdata/consistency"),
+        &mut files,
+    );
+    assert!(
+        files.len() > 50,
+        "expected the consistency probes, found {}",
+        files.len()
+    );
     let (mut good, mut bad) = (0, 0);
     for f in &files {
         let v = read(f);
@@ -121,15 +152,28 @@ fn transparency_dev_consistency_probes() {
 fn transparency_dev_reference_roots() {
     let Some(dir) = vectors() else { return };
     let v = read(&dir.join("transparency-dev-merkle/reference_leaves_roots.json"));
-    let leaves: Vec<Vec<u8>> = v["leaf_inputs_hex"].as_array().unwrap().iter().map(hx).collect();
+    let leaves: Vec<Vec<u8>> = v["leaf_inputs_hex"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(hx)
+        .collect();
     let roots = v["root_by_size_hex"].as_object().unwrap();
     assert!(roots.len() >= leaves.len());
     for (size, root) in roots {
         let n: usize = size.parse().unwrap();
         let tree = MerkleTree::from_data(&leaves[..n]);
-        assert_eq!(tree.root().0.to_vec(), hx(root), "rs_merkle root for size {n}");
+        assert_eq!(
+            tree.root().0.to_vec(),
+            hx(root),
+            "rs_merkle root for size {n}"
+        );
         let hashes: Vec<Hash> = leaves[..n].iter().map(|l| leaf_hash(l)).collect();
-        assert_eq!(root_of(&hashes).0.to_vec(), hx(root), "RFC recursion root for size {n}");
+        assert_eq!(
+            root_of(&hashes).0.to_vec(),
+            hx(root),
+            "RFC recursion root for size {n}"
+        );
     }
 }
 
@@ -157,10 +201,14 @@ type Kem = hpke::kem::X25519HkdfSha256;
 #[test]
 fn rfc9180_hpke_base_and_auth() {
     let Some(dir) = vectors() else { return };
-    let v = read(&dir.join("hpke-rfc9180/x25519_hkdfsha256_aes128gcm_chacha20poly1305_all_modes.json"));
+    let v =
+        read(&dir.join("hpke-rfc9180/x25519_hkdfsha256_aes128gcm_chacha20poly1305_all_modes.json"));
     let mut checked = 0;
     for entry in v.as_array().unwrap() {
-        let (mode, aead) = (entry["mode"].as_u64().unwrap(), entry["aead_id"].as_u64().unwrap());
+        let (mode, aead) = (
+            entry["mode"].as_u64().unwrap(),
+            entry["aead_id"].as_u64().unwrap(),
+        );
         // Our suite is ChaCha20-Poly1305 (aead 3), in base (0) and auth (2) modes.
         if aead != u64::from(seal::SUITE.2) || !(mode == 0 || mode == 2) {
             continue;
@@ -169,10 +217,18 @@ fn rfc9180_hpke_base_and_auth() {
         assert_eq!(entry["kdf_id"].as_u64().unwrap(), u64::from(seal::SUITE.1));
         let ikm = |k: &str| -> [u8; 32] { hx(&entry[k]).try_into().unwrap() };
         let recipient = HpkeSecretKey::derive(&ikm("ikmR"));
-        assert_eq!(recipient.public().as_bytes().to_vec(), hx(&entry["pkRm"]), "DeriveKeyPair(ikmR)");
+        assert_eq!(
+            recipient.public().as_bytes().to_vec(),
+            hx(&entry["pkRm"]),
+            "DeriveKeyPair(ikmR)"
+        );
         let sender = (mode == 2).then(|| HpkeSecretKey::derive(&ikm("ikmS")));
         if let Some(s) = &sender {
-            assert_eq!(s.public().as_bytes().to_vec(), hx(&entry["pkSm"]), "DeriveKeyPair(ikmS)");
+            assert_eq!(
+                s.public().as_bytes().to_vec(),
+                hx(&entry["pkSm"]),
+                "DeriveKeyPair(ikmS)"
+            );
         }
         let info = hx(&entry["info"]);
         let encs = entry["encryptions"].as_array().unwrap();
@@ -181,8 +237,21 @@ fn rfc9180_hpke_base_and_auth() {
         let first = &encs[0];
         let mut rng = Preset(ikm("ikmE").to_vec(), 0);
         let sealed = match &sender {
-            None => seal::seal_base(&recipient.public(), &info, &hx(&first["aad"]), &hx(&first["pt"]), &mut rng),
-            Some(s) => seal::seal_auth(s, &recipient.public(), &info, &hx(&first["aad"]), &hx(&first["pt"]), &mut rng),
+            None => seal::seal_base(
+                &recipient.public(),
+                &info,
+                &hx(&first["aad"]),
+                &hx(&first["pt"]),
+                &mut rng,
+            ),
+            Some(s) => seal::seal_auth(
+                s,
+                &recipient.public(),
+                &info,
+                &hx(&first["aad"]),
+                &hx(&first["pt"]),
+                &mut rng,
+            ),
         }
         .unwrap();
         assert_eq!(sealed.enc.to_vec(), hx(&entry["enc"]), "enc, mode {mode}");
@@ -198,11 +267,21 @@ fn rfc9180_hpke_base_and_auth() {
         let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&hx(&entry["enc"])).unwrap();
         let mode_r = match mode {
             0 => OpModeR::Base,
-            _ => OpModeR::Auth(<Kem as hpke::Kem>::PublicKey::from_bytes(&hx(&entry["pkSm"])).unwrap()),
+            _ => OpModeR::Auth(
+                <Kem as hpke::Kem>::PublicKey::from_bytes(&hx(&entry["pkSm"])).unwrap(),
+            ),
         };
-        let mut ctx = hpke::setup_receiver::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, Kem>(&mode_r, &sk, &enc, &info).unwrap();
+        let mut ctx =
+            hpke::setup_receiver::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, Kem>(
+                &mode_r, &sk, &enc, &info,
+            )
+            .unwrap();
         for (i, e) in encs.iter().enumerate() {
-            assert_eq!(ctx.open(&hx(&e["ct"]), &hx(&e["aad"])).unwrap(), hx(&e["pt"]), "encryption {i}, mode {mode}");
+            assert_eq!(
+                ctx.open(&hx(&e["ct"]), &hx(&e["aad"])).unwrap(),
+                hx(&e["pt"]),
+                "encryption {i}, mode {mode}"
+            );
         }
         for x in entry["exports"].as_array().unwrap() {
             let mut out = vec![0u8; x["L"].as_u64().unwrap() as usize];
@@ -216,7 +295,10 @@ fn rfc9180_hpke_base_and_auth() {
         assert_eq!(sk.to_bytes().to_vec(), clamped);
         checked += 1;
     }
-    assert_eq!(checked, 2, "one base and one auth entry for the chosen suite");
+    assert_eq!(
+        checked, 2,
+        "one base and one auth entry for the chosen suite"
+    );
 }
 
 fn verdict(pk: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), String> {
@@ -236,7 +318,14 @@ fn wycheproof_ed25519_strict() {
         for t in g["tests"].as_array().unwrap() {
             let got = verdict(&pk, &hx(&t["msg"]), &hx(&t["sig"]));
             let want_valid = t["result"] == "valid";
-            assert_eq!(got.is_ok(), want_valid, "tcId {}: {} → {:?}", t["tcId"], t["comment"], got);
+            assert_eq!(
+                got.is_ok(),
+                want_valid,
+                "tcId {}: {} → {:?}",
+                t["tcId"],
+                t["comment"],
+                got
+            );
             n += 1;
         }
     }
@@ -255,7 +344,9 @@ fn ed25519_speccheck_strict() {
         .unwrap()
         .iter()
         .enumerate()
-        .filter(|(_, c)| verdict(&hx(&c["pub_key"]), &hx(&c["message"]), &hx(&c["signature"])).is_ok())
+        .filter(|(_, c)| {
+            verdict(&hx(&c["pub_key"]), &hx(&c["message"]), &hx(&c["signature"])).is_ok()
+        })
         .map(|(i, _)| i)
         .collect();
     assert_eq!(accepted, vec![3]);
