@@ -97,7 +97,14 @@ impl TestChain {
         let mut f = BTreeMap::new();
         f.insert(
             "status".to_owned(),
-            Value::Text(if i.is_multiple_of(3) { "divorced" } else { "married" }.into()),
+            Value::Text(
+                if i.is_multiple_of(3) {
+                    "divorced"
+                } else {
+                    "married"
+                }
+                .into(),
+            ),
         );
         f.insert(
             "certificate_no".to_owned(),
@@ -116,7 +123,7 @@ impl TestChain {
         let body = TxBody::RecordCommit {
             record_type: "marriage".into(),
             record_id: format!("J320102-2019-{i:06}"),
-            subject: self.subject(i),
+            subjects: vec![self.subject(i)],
             version: 1,
             commitment: rec.commitment(),
             issued_ms: TEST_TIME_MS,

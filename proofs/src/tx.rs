@@ -26,6 +26,8 @@ use crate::trust::{Role, TrustRoots};
 pub const TX_DOMAIN: &str = "tongban/tx/v1";
 /// Longest registry id (member, record type, record id), in bytes.
 pub const MAX_ID: usize = 128;
+/// Most subjects one record may name.
+pub const MAX_SUBJECTS: usize = 8;
 /// Largest encoded transaction accepted (bytes).
 pub const MAX_TX_BYTES: usize = 64 * 1024;
 
@@ -50,8 +52,9 @@ pub enum TxBody {
         record_type: String,
         /// The department's id for the record.
         record_id: String,
-        /// Keyed reference to the record's subject.
-        subject: SubjectRef,
+        /// Keyed references to the record's subjects (1 to [`MAX_SUBJECTS`], sorted,
+        /// distinct): a marriage has two parties, a title may have co-owners.
+        subjects: Vec<SubjectRef>,
         /// Version, from 1; a higher version supersedes the lower ones.
         version: u32,
         /// Root over the salted field leaves (see [`crate::commitment`]).
@@ -79,6 +82,28 @@ pub enum TxBody {
         /// When (Unix ms).
         at_ms: u64,
     },
+}
+
+fn read_subjects(d: &mut Decoder<'_>) -> Result<Vec<SubjectRef>, DecodeError> {
+    let n = d.count("tx.subjects", MAX_SUBJECTS, 32)?;
+    let mut out: Vec<SubjectRef> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = SubjectRef(Hash(d.array("tx.subjects")?));
+        if out.last().is_some_and(|p| *p >= s) {
+            return Err(DecodeError::Invalid {
+                field: "tx.subjects",
+                reason: "subjects must be sorted and distinct".into(),
+            });
+        }
+        out.push(s);
+    }
+    if out.is_empty() {
+        return Err(DecodeError::Invalid {
+            field: "tx.subjects",
+            reason: "a record names at least one subject".into(),
+        });
+    }
+    Ok(out)
 }
 
 impl TxBody {
@@ -115,17 +140,16 @@ impl TxBody {
             TxBody::RecordCommit {
                 record_type,
                 record_id,
-                subject,
+                subjects,
                 version,
                 commitment,
                 issued_ms,
             } => {
-                e.str(record_type)
-                    .str(record_id)
-                    .raw(&subject.0.0)
-                    .u32(*version)
-                    .raw(&commitment.0)
-                    .u64(*issued_ms);
+                e.str(record_type).str(record_id).count(subjects.len());
+                for s in subjects {
+                    e.raw(&s.0.0);
+                }
+                e.u32(*version).raw(&commitment.0).u64(*issued_ms);
             }
             TxBody::RecordRevoke {
                 record_type,
@@ -154,7 +178,7 @@ impl TxBody {
             1 => TxBody::RecordCommit {
                 record_type: d.str("tx.record_type", MAX_ID)?.to_owned(),
                 record_id: d.str("tx.record_id", MAX_ID)?.to_owned(),
-                subject: SubjectRef(Hash(d.array("tx.subject")?)),
+                subjects: read_subjects(d)?,
                 version: d.u32("tx.version")?,
                 commitment: Hash(d.array("tx.commitment")?),
                 issued_ms: d.u64("tx.issued_ms")?,
@@ -526,7 +550,7 @@ mod tests {
         TxBody::RecordCommit {
             record_type: "marriage".into(),
             record_id: "J320102-2019-001234".into(),
-            subject: SubjectRef(Hash([4; 32])),
+            subjects: vec![SubjectRef(Hash([4; 32]))],
             version: 1,
             commitment: Hash([5; 32]),
             issued_ms: 1_558_310_400_000,
@@ -565,7 +589,7 @@ mod tests {
         forged.body = TxBody::RecordCommit {
             record_type: "marriage".into(),
             record_id: "other".into(),
-            subject: SubjectRef(Hash([4; 32])),
+            subjects: vec![SubjectRef(Hash([4; 32]))],
             version: 1,
             commitment: Hash([5; 32]),
             issued_ms: 0,

@@ -63,7 +63,7 @@ fn kat() -> Json {
         TxBody::RecordCommit {
             record_type: "marriage".into(),
             record_id: "J320102-2019-001234".into(),
-            subject: subject_ref,
+            subjects: vec![subject_ref],
             version: 1,
             commitment: record.commitment(),
             issued_ms: 1_558_310_400_000,
@@ -88,13 +88,18 @@ fn kat() -> Json {
         TxBody::RecordCommit {
             record_type: "marriage".into(),
             record_id: "J320102-2019-001300".into(),
-            subject: subject_key.reference(
-                &SubjectId::resident(&{
-                    let b = "32010219881111002";
-                    format!("{b}{}", SubjectId::resident_check_char(b).unwrap())
-                })
-                .unwrap(),
-            ),
+            subjects: {
+                // Two parties: references are sorted and distinct.
+                let b = "32010219881111002";
+                let other = SubjectId::resident(&format!(
+                    "{b}{}",
+                    SubjectId::resident_check_char(b).unwrap()
+                ))
+                .unwrap();
+                let mut both = vec![subject_ref, subject_key.reference(&other)];
+                both.sort();
+                both
+            },
             version: 1,
             commitment: Hash([0x11; 32]),
             issued_ms: 1_558_310_400_000,
@@ -159,7 +164,7 @@ fn kat() -> Json {
         .map(|i| TxBody::RecordCommit {
             record_type: "marriage".into(),
             record_id: format!("J320102-2020-00000{i}"),
-            subject: subject_ref,
+            subjects: vec![subject_ref],
             version: 1,
             commitment: Hash([0x20 + i as u8; 32]),
             issued_ms: 1_558_310_400_000,
