@@ -17,6 +17,11 @@ for target, items in seeds.items():
         with open(os.path.join(d, f"seed-{i}"), "wb") as f:
             f.write(bytes.fromhex(h))
     print(f"{target}: {len(items)} seeds")
+# The example registry, for the registry parser.
+d = os.path.join(here, "corpus", "registry_toml")
+os.makedirs(d, exist_ok=True)
+with open(os.path.join(here, "..", "regions", "examples", "yangtze-delta.toml"), "rb") as src, open(os.path.join(d, "seed-example"), "wb") as f:
+    f.write(src.read())
 # JSON form of the package, for the serde path of decode_package.
 with open(os.path.join(here, "corpus", "decode_package", "seed-json"), "w") as f:
     json.dump(v["package"]["json"], f)

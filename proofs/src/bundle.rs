@@ -375,6 +375,8 @@ pub fn verify_bundle(
         TxError::Signature(_) => "tx.bad_signature",
         TxError::Chain { .. } => "tx.wrong_chain",
         TxError::NeedsBatch => "tx.needs_batch",
+        TxError::ForeignChain { .. } => "tx.foreign_author",
+        TxError::NotOwner { .. } => "tx.not_owner",
     };
     match (&tx.auth, &bundle.batch) {
         (Authorization::Signed(_), None) => {

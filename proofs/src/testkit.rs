@@ -71,6 +71,8 @@ impl TestChain {
                 id: dept_id.clone(),
                 role: Role::Department,
                 city: chain_id.to_owned(),
+                chain: chain_id.to_owned(),
+                owns: vec!["marriage".to_owned()],
                 signing: dept.public(),
                 hpke: None,
             });

@@ -127,8 +127,12 @@ pub struct Member {
     pub id: String,
     /// What the member is.
     pub role: Role,
-    /// The city (and so the chain) the member belongs to.
+    /// The city the member belongs to.
     pub city: String,
+    /// The chain of that city: the only chain the member's transactions may be on.
+    pub chain: String,
+    /// Record types the member owns (departments): the only ones it may commit or revoke.
+    pub owns: Vec<String>,
     /// Its Ed25519 signing key.
     pub signing: PublicKey,
     /// Its X25519 key for sealed messages, if it receives any.

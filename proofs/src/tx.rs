@@ -261,6 +261,24 @@ pub enum TxError {
         /// Author's role.
         found: Role,
     },
+    /// The author belongs to another city's chain.
+    #[error("author `{author}` writes to chain `{expected}`, not `{found}`")]
+    ForeignChain {
+        /// Author id.
+        author: String,
+        /// The author's chain.
+        expected: String,
+        /// The transaction's chain.
+        found: String,
+    },
+    /// A department writing a record type it does not own.
+    #[error("author `{author}` does not own record type `{record_type}`")]
+    NotOwner {
+        /// Author id.
+        author: String,
+        /// The record type.
+        record_type: String,
+    },
     /// A batched transaction checked as if it carried its own signature.
     #[error("transaction is authorised by a batch; its seal and path are needed")]
     NeedsBatch,
@@ -382,7 +400,9 @@ impl Transaction {
     pub fn leaf_hash(&self) -> Hash {
         crate::merkle::leaf_hash(&self.encode())
     }
-    /// Checks that the author is a registry member whose role may write this kind.
+    /// Checks the author's authority (not its signature): a registry member whose
+    /// role may write this kind, on its own city's chain, and for records, the
+    /// owner of the record type.
     pub fn verify_role<'r>(
         &self,
         roots: &'r TrustRoots,
@@ -398,6 +418,23 @@ impl Transaction {
                 expected,
                 found: m.role,
             });
+        }
+        if m.chain != self.chain_id {
+            return Err(TxError::ForeignChain {
+                author: self.author.clone(),
+                expected: m.chain.clone(),
+                found: self.chain_id.clone(),
+            });
+        }
+        if let TxBody::RecordCommit { record_type, .. } | TxBody::RecordRevoke { record_type, .. } =
+            &self.body
+        {
+            if !m.owns.iter().any(|t| t == record_type) {
+                return Err(TxError::NotOwner {
+                    author: self.author.clone(),
+                    record_type: record_type.clone(),
+                });
+            }
         }
         Ok(m)
     }
@@ -580,6 +617,8 @@ mod tests {
             id: "nanjing.civil-affairs".into(),
             role: Role::Department,
             city: "nanjing".into(),
+            chain: "nanjing".into(),
+            owns: vec!["marriage".into()],
             signing: key.public(),
             hpke: None,
         };

@@ -153,6 +153,8 @@ fn kat() -> Json {
             id: "nanjing.civil-affairs".into(),
             role: Role::Department,
             city: "nanjing".into(),
+            chain: "nanjing".into(),
+            owns: vec!["marriage".into()],
             signing: dept.public(),
             hpke: None,
         });

@@ -53,10 +53,21 @@ impl Registry {
                     HpkePublicKey::from_hex(hex).map_err(bad_key(entry.clone(), "HPKE key".into()))
                 })
                 .transpose()?;
+            // Validation guarantees the member's city exists.
+            let chain = self
+                .city(m.city())
+                .map(|c| c.chain.chain_id.clone())
+                .unwrap_or_default();
+            let owns = match m {
+                crate::model::MemberRef::Department(_, d) => d.owns.clone(),
+                _ => Vec::new(),
+            };
             roots = roots.with_member(Member {
                 id: m.id().to_owned(),
                 role: m.role(),
                 city: m.city().to_owned(),
+                chain,
+                owns,
                 signing,
                 hpke,
             });
