@@ -428,13 +428,12 @@ impl Transaction {
         }
         if let TxBody::RecordCommit { record_type, .. } | TxBody::RecordRevoke { record_type, .. } =
             &self.body
+            && !m.owns.iter().any(|t| t == record_type)
         {
-            if !m.owns.iter().any(|t| t == record_type) {
-                return Err(TxError::NotOwner {
-                    author: self.author.clone(),
-                    record_type: record_type.clone(),
-                });
-            }
+            return Err(TxError::NotOwner {
+                author: self.author.clone(),
+                record_type: record_type.clone(),
+            });
         }
         Ok(m)
     }
