@@ -148,6 +148,28 @@ pub struct CertifiedHeader {
     pub certificate: Certificate,
 }
 
+impl CertifiedHeader {
+    /// Canonical bytes: the header's encoding followed by the certificate's
+    /// (`list<u16 signer ‖ raw[64] signature>`), as inside a bundle.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::new();
+        self.header.write(&mut e);
+        self.certificate.write(&mut e);
+        e.finish()
+    }
+    /// Decodes [`CertifiedHeader::encode`]'s output (nothing may follow).
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut d = Decoder::new(bytes);
+        let header = Header::read(&mut d)?;
+        let certificate = Certificate::read(&mut d)?;
+        d.finish()?;
+        Ok(CertifiedHeader {
+            header,
+            certificate,
+        })
+    }
+}
+
 /// Why a certificate does not certify a header.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CertError {

@@ -7,13 +7,24 @@
 //! ## Map
 //!
 //! * [`encoding`] — the canonical byte encoding (domain tags, lengths, limits).
-//! * [`hash`] — SHA-256 digests ([`Hash`]) and hex forms.
-//! * [`merkle`] — RFC 6962 trees via `rs_merkle`, strict RFC 9162 inclusion and
-//!   consistency verifiers of our own.
+//! * [`hash`] — SHA-256 digests ([`struct@Hash`]) and hex forms.
+//! * [`merkle`] — RFC 6962 trees via `rs_merkle`; strict RFC 9162 inclusion and
+//!   consistency verifiers of our own ([`merkle::verify_inclusion`],
+//!   [`merkle::verify_consistency`]).
 //! * [`value`] — typed field values ([`Value`]) and dates.
+//! * [`commitment`] — record commitments over salted field leaves and
+//!   single-field disclosures ([`commitment::verify_disclosure`]).
+//! * [`subject`] — identifiers and keyed subject references.
 //! * [`keys`] — Ed25519 keys (strict verification, weak keys refused) and X25519 keys.
 //! * [`seal`] — HPKE (RFC 9180) one-shot seal/open, base and auth modes.
+//! * [`header`] — block headers, quorum certificates
+//!   ([`header::verify_certificate`]) and hash links.
+//! * [`tx`] — author-signed transactions and batch seals.
 //! * [`trust`] — [`TrustRoots`]: endorser sets and member keys from the registry.
+//! * [`bundle`] — proof bundles and evidence packages; [`verify_bundle`],
+//!   [`verify_package`].
+//! * [`report`] — the [`Report`] every verifier returns.
+//! * [`testkit`] — seeded test chains for tests and benchmarks (never secure).
 //!
 //! The byte layouts are specified in `docs/encoding.md`.
 
