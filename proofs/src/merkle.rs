@@ -401,6 +401,78 @@ pub fn consistency_proof(leaves: &[Hash], size1: usize) -> Option<ConsistencyPro
     })
 }
 
+/// Every level of the tree, leaves first, as one flat byte string of 32-byte
+/// hashes: level 0 is the leaves; each next level pairs neighbours with
+/// [`node_hash`] and promotes a lone last node unchanged (as `rs_merkle` and
+/// RFC 6962 do). Storing it lets a server answer any inclusion proof without
+/// rehashing; [`proof_from_levels`] reads a proof back.
+pub fn flat_levels(leaves: &[Hash]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(leaves.len() * 64 + 32);
+    let mut level: Vec<[u8; 32]> = leaves.iter().map(|h| h.0).collect();
+    loop {
+        for h in &level {
+            out.extend_from_slice(h);
+        }
+        if level.len() <= 1 {
+            return out;
+        }
+        level = level
+            .chunks(2)
+            .map(|c| {
+                if c.len() == 2 {
+                    node_hash(&c[0], &c[1]).0
+                } else {
+                    c[0]
+                }
+            })
+            .collect();
+    }
+}
+
+/// Reads the inclusion proof of leaf `index` from [`flat_levels`] of a tree of
+/// `size` leaves; `None` if out of range or if `flat` is too short.
+pub fn proof_from_levels(flat: &[u8], size: u64, index: u64) -> Option<InclusionProof> {
+    if index >= size {
+        return None;
+    }
+    let mut path = Vec::new();
+    let (mut offset, mut len, mut i) = (
+        0usize,
+        usize::try_from(size).ok()?,
+        usize::try_from(index).ok()?,
+    );
+    while len > 1 {
+        let sibling = if i % 2 == 1 {
+            Some(i - 1)
+        } else if i + 1 < len {
+            Some(i + 1)
+        } else {
+            None
+        };
+        if let Some(j) = sibling {
+            let at = (offset + j) * 32;
+            let mut h = [0u8; 32];
+            h.copy_from_slice(flat.get(at..at + 32)?);
+            path.push(Hash(h));
+        }
+        offset += len;
+        len = len.div_ceil(2);
+        i /= 2;
+    }
+    Some(InclusionProof { index, size, path })
+}
+
+/// The root stored at the top of [`flat_levels`] (the empty root for no leaves).
+pub fn root_from_levels(flat: &[u8]) -> Option<Hash> {
+    if flat.is_empty() {
+        return Some(empty_root());
+    }
+    let at = flat.len().checked_sub(32)?;
+    let mut h = [0u8; 32];
+    h.copy_from_slice(&flat[at..]);
+    Some(Hash(h))
+}
+
 /// A Merkle tree over leaf hashes, built by `rs_merkle` with [`Rfc6962Hasher`].
 #[derive(Clone)]
 pub struct MerkleTree {
@@ -485,6 +557,24 @@ mod tests {
                 verify_inclusion(&l[i].0, &p, &t.root().0).unwrap();
             }
             assert!(t.inclusion_proof(n).is_none());
+        }
+    }
+
+    #[test]
+    fn flat_levels_give_rs_merkle_proofs_and_roots() {
+        for n in 0..80 {
+            let l = leaves(n);
+            let t = MerkleTree::from_leaf_hashes(&l);
+            let flat = flat_levels(&l);
+            assert_eq!(root_from_levels(&flat), Some(t.root()), "n={n}");
+            for i in 0..n {
+                assert_eq!(
+                    proof_from_levels(&flat, n as u64, i as u64),
+                    t.inclusion_proof(i),
+                    "n={n} i={i}"
+                );
+            }
+            assert!(proof_from_levels(&flat, n as u64, n as u64).is_none());
         }
     }
 

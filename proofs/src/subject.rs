@@ -1,7 +1,7 @@
 //! Keyed subject references: how a person or company is named on chain and between
 //! cities without its identifier ever appearing in plaintext.
 //!
-//! `SubjectRef = HMAC-SHA256(key, enc("tongban/subject/v1") ‖ u8(kind) ‖ str(normalised id))`.
+//! `SubjectRef = HMAC-SHA256(key, enc("tongban/subject/v1") ‖ str(normalised id))`.
 //! The key is a secret of the city that keeps the records, so a reader of the chain
 //! cannot confirm a guessed identifier (18-digit identity numbers are far too
 //! guessable for a plain hash). Identifiers travel between cities only sealed (HPKE).
@@ -27,6 +27,8 @@ pub enum IdKind {
     Resident,
     /// Unified social credit code (统一社会信用代码, GB 32100), 18 characters.
     Uscc,
+    /// A registered name (e.g. a proposed company name), 1–200 bytes of text.
+    Name,
 }
 
 impl IdKind {
@@ -35,6 +37,7 @@ impl IdKind {
         match self {
             IdKind::Resident => 1,
             IdKind::Uscc => 2,
+            IdKind::Name => 3,
         }
     }
 }
@@ -96,6 +99,9 @@ impl From<SubjectId> for SubjectIdRepr {
     }
 }
 
+/// Longest name identifier (bytes).
+pub const MAX_NAME: usize = 200;
+
 const RESIDENT_WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
 const RESIDENT_CHECK: &[u8; 11] = b"10X98765432";
 const USCC_ALPHABET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
@@ -106,6 +112,25 @@ const USCC_WEIGHTS: [u32; 17] = [
 impl SubjectId {
     /// Validates and normalises (trims, upper-cases) an identifier of `kind`.
     pub fn new(kind: IdKind, raw: &str) -> Result<Self, SubjectError> {
+        if kind == IdKind::Name {
+            let value = raw.trim();
+            if value.is_empty() || value.len() > MAX_NAME {
+                return Err(SubjectError::Length {
+                    kind,
+                    found: value.chars().count(),
+                });
+            }
+            if let Some(p) = value.chars().position(char::is_control) {
+                return Err(SubjectError::Character {
+                    kind,
+                    position: p + 1,
+                });
+            }
+            return Ok(SubjectId {
+                kind,
+                value: value.to_owned(),
+            });
+        }
         let value = raw.trim().to_ascii_uppercase();
         let b = value.as_bytes();
         if b.len() != 18 {
@@ -115,6 +140,8 @@ impl SubjectId {
             });
         }
         match kind {
+            // Handled above; listed so the match stays exhaustive.
+            IdKind::Name => {}
             IdKind::Resident => {
                 let mut sum = 0u32;
                 for (i, c) in b[..17].iter().enumerate() {
@@ -151,6 +178,14 @@ impl SubjectId {
             }
         }
         Ok(SubjectId { kind, value })
+    }
+    /// Reads an identifier of unstated kind: a valid resident number, else a
+    /// valid credit code, else a name. References do not depend on the kind, so
+    /// the only effect is normalisation (identifiers are upper-cased).
+    pub fn infer(raw: &str) -> Result<Self, SubjectError> {
+        Self::new(IdKind::Resident, raw)
+            .or_else(|_| Self::new(IdKind::Uscc, raw))
+            .or_else(|_| Self::new(IdKind::Name, raw))
     }
     /// A resident identity number.
     pub fn resident(raw: &str) -> Result<Self, SubjectError> {
@@ -229,8 +264,10 @@ impl SubjectKey {
     }
     /// The reference for `id` under this key.
     pub fn reference(&self, id: &SubjectId) -> SubjectRef {
+        // The kind is not part of the input: one normalised string, one reference,
+        // whichever kind a party believes it is.
         let mut e = Encoder::with_domain(SUBJECT_DOMAIN);
-        e.u8(id.kind.tag()).str(&id.value);
+        e.str(&id.value);
         // HMAC accepts keys of any length; a 32-byte key cannot fail.
         let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
             .unwrap_or_else(|_| unreachable!());
@@ -308,5 +345,30 @@ mod tests {
         assert_eq!(k1.reference(&id), k1.reference(&id));
         assert_ne!(k1.reference(&id), k2.reference(&id));
         assert_eq!(format!("{k1:?}"), "SubjectKey(<secret>)");
+        // The kind does not change the reference; normalisation does the work.
+        let lower = resident().to_ascii_lowercase();
+        assert_eq!(
+            k1.reference(&SubjectId::infer(&lower).unwrap()),
+            k1.reference(&id)
+        );
+    }
+
+    #[test]
+    fn inference_and_names() {
+        assert_eq!(
+            SubjectId::infer(&resident()).unwrap().kind(),
+            IdKind::Resident
+        );
+        let base = "91310000MA1FL4CT3";
+        let code = format!("{base}{}", SubjectId::uscc_check_char(base).unwrap());
+        assert_eq!(SubjectId::infer(&code).unwrap().kind(), IdKind::Uscc);
+        let name = SubjectId::infer("  南京长江数据科技有限公司 ").unwrap();
+        assert_eq!(
+            (name.kind(), name.expose()),
+            (IdKind::Name, "南京长江数据科技有限公司")
+        );
+        assert!(SubjectId::infer("   ").is_err());
+        assert!(SubjectId::infer("a\u{7}b").is_err());
+        assert!(SubjectId::new(IdKind::Name, &"x".repeat(201)).is_err());
     }
 }

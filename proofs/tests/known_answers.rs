@@ -231,7 +231,7 @@ fn kat() -> Json {
             "id": subject.expose(),
             "hmac_input": h(&{
                 let mut e = proofs::encoding::Encoder::with_domain(proofs::subject::SUBJECT_DOMAIN);
-                e.u8(1).str(subject.expose());
+                e.str(subject.expose());
                 e.finish()
             }),
             "reference": subject_ref.0.to_hex(),
