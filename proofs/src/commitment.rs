@@ -206,6 +206,11 @@ pub struct FieldDisclosure {
 pub fn verify_disclosure(commitment: &Hash, d: &FieldDisclosure) -> Result<(), DisclosureError> {
     validate_field_name(&d.name)?;
     validate_value(&d.name, &d.value)?;
+    if d.proof.size > MAX_FIELDS as u64 {
+        return Err(DisclosureError::Commit(CommitError::TooManyFields(
+            usize::try_from(d.proof.size).unwrap_or(usize::MAX),
+        )));
+    }
     let leaf = merkle::leaf_hash(&field_leaf(&d.name, &d.salt, &d.value));
     merkle::verify_inclusion(&leaf.0, &d.proof, &commitment.0).map_err(|source| {
         DisclosureError::Path {

@@ -481,6 +481,9 @@ pub enum BatchError {
     /// The seal transaction is not a batch seal.
     #[error("the seal is a {0}, not a batch seal")]
     NotASeal(&'static str),
+    /// A batch seal must carry its own signature, never a place in a batch.
+    #[error("a batch seal cannot itself be a batch member")]
+    SealInBatch,
     /// Seal and member differ in author or chain.
     #[error(
         "seal by `{seal}` on `{seal_chain}` does not cover a member by `{member}` on `{member_chain}`"
@@ -533,6 +536,9 @@ pub fn verify_batch_member(
     let Authorization::Batched { root, index } = member.auth else {
         return Err(BatchError::NotBatched);
     };
+    if let TxBody::BatchSeal { .. } = member.body {
+        return Err(BatchError::SealInBatch);
+    }
     let TxBody::BatchSeal {
         root: sealed,
         count,

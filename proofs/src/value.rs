@@ -27,7 +27,8 @@ impl Date {
             2 => 28,
             _ => return None,
         };
-        (day >= 1 && day <= days && year >= 1).then_some(Date { year, month, day })
+        // Years 1–9999: every date has the four-digit text form.
+        (day >= 1 && day <= days && (1..=9999).contains(&year)).then_some(Date { year, month, day })
     }
     /// Parses `YYYY-MM-DD` exactly.
     pub fn parse(s: &str) -> Option<Self> {

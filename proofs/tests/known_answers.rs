@@ -226,6 +226,12 @@ fn kat() -> Json {
             "threshold": 3,
             "subject_key": h(&subject_key.to_bytes()),
         },
+        "trust_roots": {
+            "registry_hash": registry_hash.to_hex(),
+            "clock_skew_ms": 30_000,
+            "chains": [{ "chain_id": "nanjing", "threshold": 3, "endorsers": endorsers.iter().map(|k| k.public().to_hex()).collect::<Vec<_>>() }],
+            "members": [{ "id": "nanjing.civil-affairs", "role": "department", "chain": "nanjing", "owns": ["marriage"], "signing": dept.public().to_hex() }],
+        },
         "subject": {
             "kind": "resident",
             "id": subject.expose(),

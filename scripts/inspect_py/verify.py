@@ -854,7 +854,10 @@ def gb11643_valid(id_: str) -> bool:
 
 
 def subject_hmac_input(kind: int, id_: str) -> bytes:
-    return enc_domain(TAG_SUBJECT) + enc_u8(kind) + enc_str(id_)
+    # Section 6: the kind only decides validation and normalisation; it is not
+    # part of the HMAC input (one normalised string, one reference).
+    del kind
+    return enc_domain(TAG_SUBJECT) + enc_str(id_)
 
 
 def subject_ref(subject_key: bytes, kind: int, id_: str) -> bytes:
