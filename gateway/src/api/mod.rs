@@ -1,0 +1,247 @@
+//! The HTTP API (axum): versioned JSON routes, signed-request authentication,
+//! one error type with stable codes.
+//!
+//! Route groups: [`health`] (`/healthz`, `/readyz`, the OpenAPI document),
+//! [`chain`] (public headers, proof bundles for members), [`records`]
+//! (department publication, supersession, revocation, import, read-back and
+//! field disclosure).
+
+pub mod chain;
+pub mod health;
+pub mod records;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::state::AppState;
+
+/// An API error: an HTTP status, a stable code, a message and, where it
+/// applies, the field at fault. Never carries internals or personal data.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable code, e.g. `auth.replayed`.
+    pub code: &'static str,
+    /// Explanation.
+    pub message: String,
+    /// The field at fault.
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+    /// Names the field at fault.
+    pub fn field(mut self, f: impl Into<String>) -> Self {
+        self.field = Some(f.into());
+        self
+    }
+    /// 400 with a field.
+    pub fn bad(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message).field(field)
+    }
+    /// 404.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+    /// 500 for storage failures (details go to the log, not the client).
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the gateway log",
+        )
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorInner<'a>,
+}
+#[derive(Serialize)]
+struct ErrorInner<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorInner {
+                code: self.code,
+                message: &self.message,
+                field: self.field.as_deref(),
+            },
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<crate::ledger::LedgerError> for ApiError {
+    fn from(e: crate::ledger::LedgerError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+/// A request signed by a registry member, with its body read (within the size
+/// limit) and verified.
+pub struct Signed {
+    /// The authenticated member.
+    pub member: proofs::trust::Member,
+    /// The body.
+    pub body: Bytes,
+}
+
+fn header<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl FromRequest<Arc<AppState>> for Signed {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let limit = state.max_body_bytes;
+        if let Some(len) =
+            header(&parts.headers, "content-length").and_then(|v| v.parse::<u64>().ok())
+            && len > limit as u64
+        {
+            return Err(too_large(limit));
+        }
+        let body = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|_| too_large(limit))?;
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let presented = crate::auth::Presented {
+            member: header(&parts.headers, crate::auth::MEMBER),
+            timestamp: header(&parts.headers, crate::auth::TIMESTAMP),
+            nonce: header(&parts.headers, crate::auth::NONCE),
+            signature: header(&parts.headers, crate::auth::SIGNATURE),
+            method: parts.method.as_str(),
+            path_and_query: path,
+            body: &body,
+        };
+        match state
+            .verifier
+            .verify(&presented, &state.roots, state.clock.now_ms())
+        {
+            Ok(m) => Ok(Signed {
+                member: m.clone(),
+                body,
+            }),
+            Err(e) => {
+                state.metrics.refusal(e.code());
+                Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    e.code(),
+                    e.to_string(),
+                ))
+            }
+        }
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request.too_large",
+        format!("request body exceeds {limit} bytes"),
+    )
+}
+
+impl Signed {
+    /// Parses the body as JSON of type `T`, naming the field on failure.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        parse_json(&self.body)
+    }
+    /// Refuses members of other roles (403).
+    pub fn require(&self, role: proofs::trust::Role) -> Result<(), ApiError> {
+        if self.member.role == role {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "auth.forbidden",
+                format!(
+                    "this call is for a {role:?}; `{}` is a {:?}",
+                    self.member.id, self.member.role
+                ),
+            ))
+        }
+    }
+}
+
+/// Parses JSON with the path of the offending field in the error.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let code = if inner.is_syntax() || inner.is_eof() {
+            "request.malformed_json"
+        } else {
+            "request.invalid"
+        };
+        let status = if code == "request.malformed_json" {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        let err = ApiError::new(status, code, inner.to_string());
+        if path == "." { err } else { err.field(path) }
+    })
+}
+
+/// The gateway's router.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/v1/openapi.json", get(health::openapi))
+        .route("/v1/chain", get(chain::head))
+        .route("/v1/chain/headers/{height}", get(chain::header))
+        .route("/v1/proofs/{leaf}", get(chain::proof))
+        .route("/v1/records", post(records::publish))
+        .route("/v1/records/batch", post(records::publish_batch))
+        .route("/v1/records/import", post(records::import))
+        .route("/v1/records/revoke", post(records::revoke))
+        .route("/v1/records/{record_type}/{record_id}", get(records::read))
+        .route(
+            "/v1/records/{record_type}/{record_id}/versions/{version}/fields/{field}",
+            get(records::disclose),
+        )
+        .route("/metrics", get(health::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
+        .fallback(|| async {
+            ApiError::not_found("route.not_found", "no such route; see /v1/openapi.json")
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}

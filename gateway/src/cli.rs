@@ -1,0 +1,538 @@
+//! The client side of `tongban`: a department's record commands and proof
+//! checks, signing every request with the member's key file.
+
+// Printing results is this module's job.
+#![allow(clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use hmac::{KeyInit, Mac};
+use proofs::SigningKey;
+use proofs::subject::SubjectKey;
+use regions::Registry;
+use serde::Deserialize;
+
+use crate::api::records::{BatchResult, DisclosureView, RecordView, WriteResult};
+use crate::client::{Client, ClientError, sign_import, sign_publication};
+use crate::clock::{Clock, SystemClock};
+use crate::keyfile;
+use crate::records::{RecordInput, RevokeRequest};
+
+/// Who is calling which gateway.
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// The gateway's base URL.
+    #[arg(
+        long,
+        env = "TONGBAN_GATEWAY_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub gateway: String,
+    /// The registry file (for ids, record types and trust roots).
+    #[arg(long, env = "TONGBAN_REGISTRY")]
+    pub registry: PathBuf,
+    /// The member's Ed25519 key file (its `id` names the member).
+    #[arg(long, env = "TONGBAN_KEY")]
+    pub key: PathBuf,
+    /// The city's subject-reference key file (departments publishing records).
+    #[arg(long, env = "TONGBAN_SUBJECT_KEY")]
+    pub subject_key: Option<PathBuf>,
+}
+
+/// Record commands.
+#[derive(Subcommand, Debug)]
+pub enum RecordsCommand {
+    /// Publish one record version from a JSON file (`-` for stdin):
+    /// `{"record_type", "record_id", "version", "fields": {...}, "issued_ms"}`.
+    Publish {
+        /// The record file.
+        file: PathBuf,
+    },
+    /// Read a record back (owner only): every version with values and status.
+    Get {
+        /// Record type.
+        record_type: String,
+        /// Record id.
+        record_id: String,
+    },
+    /// Revoke one version of a record.
+    Revoke {
+        /// Record type.
+        record_type: String,
+        /// Record id.
+        record_id: String,
+        /// The version to revoke.
+        #[arg(long)]
+        version: u32,
+        /// Why: `revoked` or `superseded`.
+        #[arg(long, default_value = "revoked")]
+        reason: String,
+    },
+    /// Fetch one field with its proof and verify it locally.
+    Disclose {
+        /// Record type.
+        record_type: String,
+        /// Record id.
+        record_id: String,
+        /// Version.
+        version: u32,
+        /// Field name.
+        field: String,
+    },
+    /// Back-fill existing licences from a JSON-lines file (one record per line),
+    /// in batches signed once each; resumable (progress kept in FILE.progress).
+    Import {
+        /// The JSON-lines file.
+        file: PathBuf,
+        /// Records per batch.
+        #[arg(long, default_value_t = 4096)]
+        batch: usize,
+        /// Ignore the progress file and start from the first line.
+        #[arg(long)]
+        restart: bool,
+    },
+}
+
+/// A loaded client identity.
+pub struct Identity {
+    /// The registry.
+    pub registry: Registry,
+    /// Its hash.
+    pub registry_hash: proofs::Hash,
+    /// The member id.
+    pub member: String,
+    /// Its key.
+    pub key: SigningKey,
+    /// The member's city chain id.
+    pub chain_id: String,
+    /// The signing client.
+    pub client: Client,
+}
+
+impl Identity {
+    /// Loads the registry and key file and builds the client for the member's city gateway.
+    pub fn load(a: &ClientArgs) -> anyhow::Result<Self> {
+        let (registry, registry_hash) = regions::load(&a.registry)
+            .with_context(|| format!("registry {}", a.registry.display()))?;
+        registry.validate().context("registry")?;
+        let (member, key) = keyfile::read_signing(&a.key)?;
+        let m = registry
+            .member(&member)
+            .with_context(|| format!("key file names `{member}`, which is not in the registry"))?;
+        if m.signing_key() != key.public().to_hex() {
+            bail!(
+                "the key in {} is not the registry's key for `{member}`",
+                a.key.display()
+            );
+        }
+        let city = registry.city(m.city()).context("member's city")?;
+        let chain_id = city.chain.chain_id.clone();
+        let client = Client::new(&a.gateway, &member, key.clone(), &city.gateway.id);
+        Ok(Identity {
+            registry,
+            registry_hash,
+            member,
+            key,
+            chain_id,
+            client,
+        })
+    }
+    fn subject_key(a: &ClientArgs) -> anyhow::Result<SubjectKey> {
+        let p = a
+            .subject_key
+            .as_ref()
+            .context("--subject-key (or TONGBAN_SUBJECT_KEY) is needed to publish records")?;
+        Ok(keyfile::read_subject(p)?.1)
+    }
+}
+
+/// The record secret for a record: derived from the member's key and the
+/// record's content, so a resent record commits identically (and is recognised
+/// as a duplicate) while nobody without the key can predict it.
+pub fn record_secret(key: &SigningKey, r: &RecordInput) -> [u8; 32] {
+    let mut e = proofs::encoding::Encoder::with_domain("tongban/record-secret/v1");
+    e.str(&r.record_type)
+        .str(&r.record_id)
+        .u32(r.version)
+        .u64(r.issued_ms);
+    e.raw(&proofs::hash::sha256(&serde_json::to_vec(&r.fields).unwrap_or_default()).0);
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key.to_seed())
+        .unwrap_or_else(|_| unreachable!());
+    mac.update(e.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn read_input(file: &Path) -> anyhow::Result<String> {
+    if file == Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+    }
+}
+
+/// Runs a record command.
+pub async fn records(a: ClientArgs, cmd: RecordsCommand) -> anyhow::Result<std::process::ExitCode> {
+    let id = Identity::load(&a)?;
+    match cmd {
+        RecordsCommand::Publish { file } => {
+            let text = read_input(&file)?;
+            let input: RecordInput = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a record", file.display()))?;
+            let sk = Identity::subject_key(&a)?;
+            let secret = record_secret(&id.key, &input);
+            let req = sign_publication(
+                &id.registry,
+                &id.chain_id,
+                &id.member,
+                &id.key,
+                &sk,
+                input,
+                secret,
+            )?;
+            let (status, res): (u16, WriteResult) = id.client.post("/v1/records", &req).await?;
+            print_json(&res)?;
+            Ok(if status < 300 {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            })
+        }
+        RecordsCommand::Get {
+            record_type,
+            record_id,
+        } => {
+            let v: RecordView = id
+                .client
+                .get(&format!(
+                    "/v1/records/{}/{}",
+                    enc(&record_type),
+                    enc(&record_id)
+                ))
+                .await?;
+            print_json(&v)?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        RecordsCommand::Revoke {
+            record_type,
+            record_id,
+            version,
+            reason,
+        } => {
+            let reason = match reason.as_str() {
+                "revoked" => proofs::tx::RevokeReason::Revoked,
+                "superseded" => proofs::tx::RevokeReason::Superseded,
+                other => bail!("--reason must be `revoked` or `superseded`, not `{other}`"),
+            };
+            let mut req = RevokeRequest {
+                record_type,
+                record_id,
+                version,
+                reason,
+                at_ms: SystemClock.now_ms(),
+                signature: String::new(),
+            };
+            let (_, _, sb) =
+                crate::records::revocation(&id.registry, &id.chain_id, &id.member, &req)?;
+            req.signature = hex::encode(id.key.sign(&sb).0);
+            let (status, res): (u16, WriteResult) =
+                id.client.post("/v1/records/revoke", &req).await?;
+            print_json(&res)?;
+            Ok(if status < 300 {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            })
+        }
+        RecordsCommand::Disclose {
+            record_type,
+            record_id,
+            version,
+            field,
+        } => {
+            let v: DisclosureView = id
+                .client
+                .get(&format!(
+                    "/v1/records/{}/{}/versions/{version}/fields/{}",
+                    enc(&record_type),
+                    enc(&record_id),
+                    enc(&field)
+                ))
+                .await?;
+            let roots = id.registry.trust_roots(id.registry_hash)?;
+            let pkg = proofs::EvidencePackage {
+                format: proofs::bundle::PACKAGE_FORMAT,
+                registry_hash: id.registry_hash,
+                bundles: vec![v.bundle],
+                disclosures: vec![proofs::bundle::BoundDisclosure {
+                    bundle: 0,
+                    field: v.disclosure,
+                }],
+            };
+            let report = proofs::verify_package(&pkg, &roots, SystemClock.now_ms());
+            print!("{report}");
+            Ok(if report.ok() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            })
+        }
+        RecordsCommand::Import {
+            file,
+            batch,
+            restart,
+        } => {
+            let sk = Identity::subject_key(&a)?;
+            import(&id, &sk, &file, batch, restart).await
+        }
+    }
+}
+
+fn enc(s: &str) -> String {
+    // Path segments: percent-encode everything but unreserved characters.
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `tongban proof LEAF`: fetch and verify a transaction's bundle.
+pub async fn proof(a: ClientArgs, leaf: &str) -> anyhow::Result<std::process::ExitCode> {
+    let id = Identity::load(&a)?;
+    let bundle: proofs::ProofBundle = id.client.get(&format!("/v1/proofs/{leaf}")).await?;
+    let roots = id.registry.trust_roots(id.registry_hash)?;
+    let mut report = proofs::Report::new();
+    proofs::verify_bundle(&bundle, &roots, SystemClock.now_ms(), "bundle", &mut report);
+    print!("{report}");
+    Ok(if report.ok() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}
+
+/// One line of an import file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportLine {
+    record_type: String,
+    record_id: String,
+    #[serde(default = "one")]
+    version: u32,
+    fields: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    issued_ms: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// What an import did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ImportSummary {
+    /// Records written.
+    pub imported: u64,
+    /// Records already on the chain (identical), skipped.
+    pub skipped_duplicate: u64,
+    /// Records refused, by line number (1-based) with the reason.
+    pub rejected: BTreeMap<u64, String>,
+    /// Lines skipped because an earlier run had finished them.
+    pub resumed_after_line: u64,
+}
+
+async fn import(
+    id: &Identity,
+    sk: &SubjectKey,
+    file: &Path,
+    batch: usize,
+    restart: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let batch = batch.clamp(1, crate::api::records::MAX_BATCH_RECORDS);
+    let progress_path = PathBuf::from(format!("{}.progress", file.display()));
+    let done: u64 = if restart {
+        0
+    } else {
+        std::fs::read_to_string(&progress_path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let total = std::io::BufReader::new(
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+    )
+    .lines()
+    .count() as u64;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} records ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_position(done);
+    let mut summary = ImportSummary {
+        resumed_after_line: done,
+        ..Default::default()
+    };
+    let reader = std::io::BufReader::new(std::fs::File::open(file)?);
+    let mut pending: Vec<(u64, RecordInput)> = Vec::with_capacity(batch);
+    let mut line_no = 0u64;
+    for line in reader.lines() {
+        line_no += 1;
+        let line = line?;
+        if line_no <= done {
+            continue;
+        }
+        if line.trim().is_empty() {
+            bar.inc(1);
+            continue;
+        }
+        match serde_json::from_str::<ImportLine>(&line) {
+            Ok(l) => pending.push((
+                line_no,
+                RecordInput {
+                    record_type: l.record_type,
+                    record_id: l.record_id,
+                    version: l.version,
+                    fields: l.fields,
+                    issued_ms: l.issued_ms,
+                },
+            )),
+            Err(e) => {
+                summary
+                    .rejected
+                    .insert(line_no, format!("not a record: {e}"));
+                bar.inc(1);
+            }
+        }
+        if pending.len() >= batch {
+            send_batch(id, sk, std::mem::take(&mut pending), &mut summary, &bar).await?;
+            write_progress(&progress_path, line_no)?;
+        }
+    }
+    if !pending.is_empty() {
+        send_batch(id, sk, pending, &mut summary, &bar).await?;
+    }
+    write_progress(&progress_path, line_no)?;
+    bar.finish_and_clear();
+    print_json(&summary)?;
+    eprintln!(
+        "imported {}, skipped as duplicate {}, rejected {} (lines: {})",
+        summary.imported,
+        summary.skipped_duplicate,
+        summary.rejected.len(),
+        summary
+            .rejected
+            .keys()
+            .take(20)
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn write_progress(path: &Path, line: u64) -> anyhow::Result<()> {
+    let tmp = path.with_extension("progress.tmp");
+    std::fs::write(&tmp, format!("{line}\n"))?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Sends one batch; members the gateway refuses are reported and the rest resent.
+async fn send_batch(
+    id: &Identity,
+    sk: &SubjectKey,
+    mut recs: Vec<(u64, RecordInput)>,
+    summary: &mut ImportSummary,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
+    loop {
+        // Client-side checks first: a record the registry does not allow never leaves.
+        let mut good = Vec::with_capacity(recs.len());
+        for (line, r) in recs {
+            match crate::records::prepare(&id.registry, &id.chain_id, &id.member, &r, [0; 32], sk) {
+                Ok(_) => good.push((line, r)),
+                Err(e) => {
+                    summary.rejected.insert(line, e.to_string());
+                    bar.inc(1);
+                }
+            }
+        }
+        if good.is_empty() {
+            return Ok(());
+        }
+        let with_secrets: Vec<(RecordInput, [u8; 32])> = good
+            .iter()
+            .map(|(_, r)| (r.clone(), record_secret(&id.key, r)))
+            .collect();
+        let req = sign_import(
+            &id.registry,
+            &id.chain_id,
+            &id.member,
+            &id.key,
+            sk,
+            with_secrets,
+        )?;
+        let res: BatchResult = loop {
+            match id
+                .client
+                .post::<_, BatchResult>("/v1/records/import", &req)
+                .await
+            {
+                Ok((_, r)) => break r,
+                Err(ClientError::Api { status: 503, .. }) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let mut retry = Vec::new();
+        for ((line, r), w) in good.into_iter().zip(res.results) {
+            match (w.outcome.as_str(), w.code.as_deref()) {
+                ("written", _) => {
+                    summary.imported += 1;
+                    bar.inc(1);
+                }
+                ("duplicate", _) | ("rejected", Some("batch.contains_duplicate")) => {
+                    summary.skipped_duplicate += 1;
+                    bar.inc(1);
+                }
+                ("rejected", Some("batch.aborted")) => retry.push((line, r)),
+                _ => {
+                    summary.rejected.insert(
+                        line,
+                        format!(
+                            "{}: {}",
+                            w.code.unwrap_or_default(),
+                            w.message.unwrap_or_default()
+                        ),
+                    );
+                    bar.inc(1);
+                }
+            }
+        }
+        if retry.is_empty() {
+            return Ok(());
+        }
+        recs = retry;
+    }
+}

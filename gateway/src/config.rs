@@ -1,0 +1,351 @@
+//! `gateway.toml`: one city's gateway configuration, with an environment
+//! override for every setting (`TONGBAN_` + the dotted path in upper case with
+//! `_`, e.g. `TONGBAN_LEDGER_BLOCK_INTERVAL_MS`; lists comma-separated).
+//! Relative paths are resolved against the config file's folder.
+//!
+//! ```toml
+//! city = "nanjing"
+//! registry = "yangtze-delta.toml"
+//! registry_sha256 = "<64 hex>"
+//! data_dir = "data/nanjing"
+//! http_listen = "127.0.0.1:8080"
+//!
+//! [keys]
+//! gateway = "keys/nanjing.gateway.ed25519.key"
+//! endorsers = ["keys/nanjing-endorser-1.ed25519.key", "…"]
+//! subject = "keys/nanjing.subject.key"
+//!
+//! [ledger]            # optional
+//! block_interval_ms = 5
+//! max_block_txs = 8192
+//! queue = 4096
+//!
+//! [http]              # optional
+//! max_body_bytes = 16777216
+//! clock_skew_ms = 30000
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use proofs::Hash;
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The city this gateway serves (a registry city id).
+    pub city: String,
+    /// The registry file.
+    pub registry: PathBuf,
+    /// Its pinned SHA-256.
+    pub registry_sha256: Hash,
+    /// Where the ledger lives.
+    pub data_dir: PathBuf,
+    /// HTTP listen address, e.g. `127.0.0.1:8080` (port 0 picks one).
+    pub http_listen: String,
+    /// Key files.
+    pub keys: Keys,
+    /// Block cutting.
+    #[serde(default)]
+    pub ledger: LedgerSettings,
+    /// HTTP limits.
+    #[serde(default)]
+    pub http: HttpSettings,
+}
+
+/// Key file paths.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keys {
+    /// The gateway's Ed25519 key (its identity).
+    pub gateway: PathBuf,
+    /// Endorser keys held locally (embedded default): at least the chain's threshold.
+    pub endorsers: Vec<PathBuf>,
+    /// The city's subject-reference key.
+    pub subject: PathBuf,
+}
+
+/// Block cutting.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSettings {
+    /// Longest wait (ms) before a block is cut once a write is pending.
+    pub block_interval_ms: u64,
+    /// Most transactions per block.
+    pub max_block_txs: usize,
+    /// Submissions that may wait for the writer.
+    pub queue: usize,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        LedgerSettings {
+            block_interval_ms: 5,
+            max_block_txs: 8192,
+            queue: 4096,
+        }
+    }
+}
+
+/// HTTP limits.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Largest request body (bytes); larger ones are refused before they are read.
+    pub max_body_bytes: usize,
+    /// Accepted clock skew for signed requests (ms).
+    pub clock_skew_ms: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            max_body_bytes: 16 * 1024 * 1024,
+            clock_skew_ms: 30_000,
+        }
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or a setting of the wrong type or unknown.
+    #[error("config {path}: {problem}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// An environment override could not be used.
+    #[error("environment variable {var}: {problem}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A setting is out of range.
+    #[error("config: `{setting}` {problem}")]
+    Invalid {
+        /// Which setting.
+        setting: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Each overridable setting: dotted path and its type.
+const SETTINGS: &[(&str, Kind)] = &[
+    ("city", Kind::Str),
+    ("registry", Kind::Str),
+    ("registry_sha256", Kind::Str),
+    ("data_dir", Kind::Str),
+    ("http_listen", Kind::Str),
+    ("keys.gateway", Kind::Str),
+    ("keys.endorsers", Kind::List),
+    ("keys.subject", Kind::Str),
+    ("ledger.block_interval_ms", Kind::Int),
+    ("ledger.max_block_txs", Kind::Int),
+    ("ledger.queue", Kind::Int),
+    ("http.max_body_bytes", Kind::Int),
+    ("http.clock_skew_ms", Kind::Int),
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Int,
+    List,
+}
+
+/// The environment variable for a dotted setting path.
+pub fn env_var(path: &str) -> String {
+    format!("TONGBAN_{}", path.replace('.', "_").to_ascii_uppercase())
+}
+
+impl Config {
+    /// Loads `path`, applies environment overrides from `env`, resolves paths.
+    pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: p.clone(),
+                    problem: e.to_string(),
+                })?;
+        for (setting, kind) in SETTINGS {
+            let var = env_var(setting);
+            let Some(raw) = env(&var) else { continue };
+            let value = match kind {
+                Kind::Str => toml::Value::String(raw),
+                Kind::Int => {
+                    toml::Value::Integer(raw.trim().parse().map_err(|_| ConfigError::Env {
+                        var: var.clone(),
+                        problem: format!("`{raw}` is not an integer"),
+                    })?)
+                }
+                Kind::List => toml::Value::Array(
+                    raw.split(',')
+                        .map(|s| toml::Value::String(s.trim().to_owned()))
+                        .filter(|v| v.as_str() != Some(""))
+                        .collect(),
+                ),
+            };
+            let mut t = &mut table;
+            let parts: Vec<&str> = setting.split('.').collect();
+            for part in &parts[..parts.len() - 1] {
+                let entry = t
+                    .entry(part.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                t = entry.as_table_mut().ok_or_else(|| ConfigError::Env {
+                    var: var.clone(),
+                    problem: format!("`{part}` is not a table in the file"),
+                })?;
+            }
+            t.insert(parts[parts.len() - 1].to_owned(), value);
+        }
+        let mut cfg: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: p,
+                    problem: e.to_string(),
+                })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let fix = |q: &mut PathBuf| {
+            if q.is_relative() {
+                *q = base.join(&*q);
+            }
+        };
+        fix(&mut cfg.registry);
+        fix(&mut cfg.data_dir);
+        fix(&mut cfg.keys.gateway);
+        fix(&mut cfg.keys.subject);
+        cfg.keys.endorsers.iter_mut().for_each(fix);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Range checks on the settings (the registry-related checks happen at start).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |setting, problem: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                problem: problem.to_owned(),
+            })
+        };
+        if self.ledger.block_interval_ms == 0 || self.ledger.block_interval_ms > 10_000 {
+            return bad("ledger.block_interval_ms", "must be between 1 and 10000");
+        }
+        if self.ledger.max_block_txs == 0 || self.ledger.max_block_txs > 65_536 {
+            return bad("ledger.max_block_txs", "must be between 1 and 65536");
+        }
+        if self.ledger.queue == 0 {
+            return bad("ledger.queue", "must be at least 1");
+        }
+        if self.http.max_body_bytes < 1024 {
+            return bad("http.max_body_bytes", "must be at least 1024");
+        }
+        if self.http.clock_skew_ms == 0 || self.http.clock_skew_ms > 600_000 {
+            return bad("http.clock_skew_ms", "must be between 1 and 600000");
+        }
+        if self.keys.endorsers.is_empty() {
+            return bad("keys.endorsers", "must list the locally held endorser keys");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+city = "nanjing"
+registry = "reg.toml"
+registry_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+data_dir = "data"
+http_listen = "127.0.0.1:0"
+[keys]
+gateway = "g.key"
+endorsers = ["e1.key"]
+subject = "s.key"
+"#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("gateway.toml");
+        std::fs::write(&p, text).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(&p, &|k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults_paths_and_overrides() {
+        let c = load(BASE, &[]).unwrap();
+        assert_eq!(c.ledger.block_interval_ms, 5);
+        assert!(c.registry.is_absolute() && c.registry.ends_with("reg.toml"));
+        let c = load(
+            BASE,
+            &[
+                ("TONGBAN_LEDGER_BLOCK_INTERVAL_MS", "20"),
+                ("TONGBAN_KEYS_ENDORSERS", "a.key, b.key"),
+                ("TONGBAN_CITY", "hefei"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.ledger.block_interval_ms,
+                c.keys.endorsers.len(),
+                c.city.as_str()
+            ),
+            (20, 2, "hefei")
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_setting() {
+        let e = load(&format!("{BASE}\nextra = 1\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `extra`"), "{e}");
+        let e = load(BASE, &[("TONGBAN_LEDGER_QUEUE", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("TONGBAN_LEDGER_QUEUE"), "{e}");
+        let e = load(BASE, &[("TONGBAN_LEDGER_BLOCK_INTERVAL_MS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ledger.block_interval_ms"), "{e}");
+        let e = load(
+            &BASE.replace(
+                "0000000000000000000000000000000000000000000000000000000000000000",
+                "abc",
+            ),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("registry_sha256") || e.contains("hex"), "{e}");
+    }
+}

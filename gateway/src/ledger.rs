@@ -1,0 +1,1259 @@
+//! The embedded city ledger: certified blocks of author-signed transactions on
+//! a [`Store`], with the department record store beside them.
+//!
+//! One writer ([`crate::writer`]) applies [`Intent`]s in blocks: it checks each
+//! intent against the current state, cuts a block over the accepted
+//! transactions, has it endorsed, and commits block, header, certificate,
+//! record values and indexes in **one atomic, flushed batch** before anyone is
+//! told. On open the whole chain is checked against its certificates, hash
+//! links and tx roots; corruption is refused, never served.
+//!
+//! Key layout (one keyspace, one-byte prefixes):
+//!
+//! | key | value |
+//! |---|---|
+//! | `M` `chain` | chain id |
+//! | `H` height | certified header |
+//! | `T` height index | transaction bytes |
+//! | `N` height | the block's tree levels ([`proofs::merkle::flat_levels`]) |
+//! | `X` leaf hash | height, index |
+//! | `R` record key `00` version | stored record (values, salts' secret, subjects) |
+//! | `S` record key | record state (latest version, revocations) |
+//! | `J` subject ref record key | subject index |
+//! | `B` batch root | seal location, first member, count |
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use proofs::bundle::ProofBundle;
+use proofs::hash::Hash;
+use proofs::header::{Certificate, CertifiedHeader, Header, verify_certificate, verify_link};
+use proofs::merkle::{self, flat_levels, proof_from_levels};
+use proofs::subject::{SubjectId, SubjectRef};
+use proofs::trust::ChainTrust;
+use proofs::tx::{RevokeReason, Transaction};
+use proofs::{SigningKey, Value};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::store::{Store, StoreError, WriteBatch};
+
+/// Why the ledger cannot be used or a write failed.
+#[derive(Debug, Error)]
+pub enum LedgerError {
+    /// The storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored chain does not verify: refused, never served.
+    #[error("ledger corrupt at height {height}: {problem}")]
+    Corrupt {
+        /// First height that failed.
+        height: u64,
+        /// What failed.
+        problem: String,
+    },
+    /// The store belongs to another chain.
+    #[error("store holds chain `{found}`, this gateway runs `{expected}`")]
+    WrongChain {
+        /// Configured chain.
+        expected: String,
+        /// Stored chain.
+        found: String,
+    },
+    /// The endorsers could not certify a block.
+    #[error("endorsement failed: {0}")]
+    Endorse(String),
+    /// The writer has stopped after a failure.
+    #[error("the ledger writer has stopped")]
+    Stopped,
+}
+
+/// Signs headers for the chain. The embedded default holds the endorser keys
+/// locally; a remote implementation can collect signatures over the network.
+pub trait Endorser: Send + Sync {
+    /// A certificate for `header` with at least the chain's threshold of signatures.
+    fn endorse(&self, header: &Header) -> Result<Certificate, LedgerError>;
+}
+
+/// Endorser keys held by this gateway, with their indices in the registry.
+pub struct LocalEndorsers {
+    keys: Vec<(u16, SigningKey)>,
+}
+
+impl LocalEndorsers {
+    /// Endorsers from `(registry index, key)` pairs.
+    pub fn new(keys: Vec<(u16, SigningKey)>) -> Self {
+        LocalEndorsers { keys }
+    }
+}
+
+impl Endorser for LocalEndorsers {
+    fn endorse(&self, header: &Header) -> Result<Certificate, LedgerError> {
+        let refs: Vec<(u16, &SigningKey)> = self.keys.iter().map(|(i, k)| (*i, k)).collect();
+        Ok(Certificate::sign(header, &refs))
+    }
+}
+
+/// Where a transaction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxLocation {
+    /// Block height.
+    pub height: u64,
+    /// Index in the block.
+    pub index: u32,
+    /// Leaf hash of the transaction.
+    pub leaf: Hash,
+}
+
+/// A department's record: department, type and id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RecordKey {
+    /// Owning department.
+    pub department: String,
+    /// Record type.
+    pub record_type: String,
+    /// The department's id for the record.
+    pub record_id: String,
+}
+
+impl RecordKey {
+    fn bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(
+            self.department.len() + self.record_type.len() + self.record_id.len() + 2,
+        );
+        b.extend_from_slice(self.department.as_bytes());
+        b.push(0);
+        b.extend_from_slice(self.record_type.as_bytes());
+        b.push(0);
+        b.extend_from_slice(self.record_id.as_bytes());
+        b
+    }
+    fn from_bytes(b: &[u8]) -> Option<Self> {
+        let mut parts = b.splitn(3, |c| *c == 0);
+        let d = std::str::from_utf8(parts.next()?).ok()?;
+        let t = std::str::from_utf8(parts.next()?).ok()?;
+        let i = std::str::from_utf8(parts.next()?).ok()?;
+        Some(RecordKey {
+            department: d.into(),
+            record_type: t.into(),
+            record_id: i.into(),
+        })
+    }
+}
+
+/// One version of a record as the department store keeps it (never on chain).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    /// Version.
+    pub version: u32,
+    /// The subjects' identifiers (personal data: shown to the owner only).
+    pub subjects: Vec<SubjectId>,
+    /// Their keyed references, as on chain.
+    pub subject_refs: Vec<SubjectRef>,
+    /// Field values.
+    pub fields: BTreeMap<String, Value>,
+    /// The record secret the salts derive from.
+    #[serde(with = "proofs::hash::hex_array")]
+    pub secret: [u8; 32],
+    /// The commitment on chain.
+    pub commitment: Hash,
+    /// When the department issued it.
+    pub issued_ms: u64,
+    /// Where its commitment transaction is.
+    pub location: Option<TxLocation>,
+}
+
+/// A revocation of one version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// The version revoked.
+    pub version: u32,
+    /// Why.
+    pub reason: RevokeReason,
+    /// When.
+    pub at_ms: u64,
+    /// Where the revocation transaction is.
+    pub location: TxLocation,
+}
+
+/// The state of a record across versions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordState {
+    /// The highest version published.
+    pub latest: u32,
+    /// Revocations, in order.
+    pub revocations: Vec<Revocation>,
+}
+
+impl RecordState {
+    /// The version in force: the latest one, unless it was revoked.
+    pub fn current(&self) -> Option<u32> {
+        (self.latest > 0 && !self.is_revoked(self.latest)).then_some(self.latest)
+    }
+    /// True if `version` was revoked.
+    pub fn is_revoked(&self, version: u32) -> bool {
+        self.revocations.iter().any(|r| r.version == version)
+    }
+}
+
+/// A transaction ready to be written: its bytes and leaf hash.
+#[derive(Debug, Clone)]
+pub struct PreparedTx {
+    /// Canonical bytes.
+    pub bytes: Vec<u8>,
+    /// Leaf hash.
+    pub leaf: Hash,
+}
+
+impl PreparedTx {
+    /// Prepares an (already verified) transaction.
+    pub fn new(tx: &Transaction) -> Self {
+        let bytes = tx.encode();
+        PreparedTx {
+            leaf: merkle::leaf_hash(&bytes),
+            bytes,
+        }
+    }
+}
+
+/// A publication of a record version.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    /// Which record.
+    pub key: RecordKey,
+    /// What the department store keeps.
+    pub record: StoredRecord,
+    /// Its commitment transaction.
+    pub tx: PreparedTx,
+}
+
+/// A write the ledger is asked to make.
+#[derive(Debug, Clone)]
+pub enum Intent {
+    /// Publish a record version.
+    Publish(Box<Publish>),
+    /// Revoke a record version.
+    Revoke {
+        /// Which record.
+        key: RecordKey,
+        /// Which version.
+        version: u32,
+        /// Why.
+        reason: RevokeReason,
+        /// When.
+        at_ms: u64,
+        /// The revocation transaction.
+        tx: PreparedTx,
+    },
+    /// Publish many versions authorised by one batch seal (bulk import).
+    Import {
+        /// The seal transaction.
+        seal: PreparedTx,
+        /// Its root.
+        root: Hash,
+        /// The members, in batch order.
+        members: Vec<Publish>,
+    },
+}
+
+impl Intent {
+    fn tx_count(&self) -> usize {
+        match self {
+            Intent::Publish(_) | Intent::Revoke { .. } => 1,
+            Intent::Import { members, .. } => 1 + members.len(),
+        }
+    }
+}
+
+/// What became of one publication or revocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum Outcome {
+    /// Written in a certified, durable block.
+    Written {
+        /// Where.
+        location: TxLocation,
+    },
+    /// Already there, identical: nothing new was written.
+    Duplicate {
+        /// Where the earlier write is.
+        location: TxLocation,
+    },
+    /// Refused; nothing was written.
+    Rejected {
+        /// Stable code.
+        code: &'static str,
+        /// Explanation.
+        message: String,
+    },
+}
+
+/// The chain head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Head {
+    /// Height of the last block.
+    pub height: u64,
+    /// Its header hash.
+    pub hash: Hash,
+    /// Its timestamp.
+    pub timestamp_ms: u64,
+}
+
+/// The ledger of one city's chain.
+pub struct Ledger {
+    store: Arc<dyn Store>,
+    chain: ChainTrust,
+    endorser: Arc<dyn Endorser>,
+    head: RwLock<Head>,
+}
+
+fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = vec![prefix];
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn be8(v: u64) -> [u8; 8] {
+    v.to_be_bytes()
+}
+
+fn corrupt(height: u64, problem: impl Into<String>) -> LedgerError {
+    LedgerError::Corrupt {
+        height,
+        problem: problem.into(),
+    }
+}
+
+fn loc_bytes(l: &TxLocation) -> Vec<u8> {
+    let mut b = be8(l.height).to_vec();
+    b.extend_from_slice(&l.index.to_be_bytes());
+    b
+}
+
+/// What [`Ledger::open`] checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OpenReport {
+    /// Blocks verified (genesis included).
+    pub blocks: u64,
+    /// Transactions re-hashed.
+    pub transactions: u64,
+}
+
+impl Ledger {
+    /// Opens the ledger on `store`, verifying every stored block against its
+    /// certificate, its hash link and its tx root, and writing the genesis block
+    /// (height 0, no transactions) into an empty store.
+    pub fn open(
+        store: Arc<dyn Store>,
+        chain: ChainTrust,
+        endorser: Arc<dyn Endorser>,
+        now_ms: u64,
+    ) -> Result<(Self, OpenReport), LedgerError> {
+        match store.get(b"Mchain")? {
+            Some(found) if found != chain.chain_id().as_bytes() => {
+                return Err(LedgerError::WrongChain {
+                    expected: chain.chain_id().to_owned(),
+                    found: String::from_utf8_lossy(&found).into_owned(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                let header = Header {
+                    chain_id: chain.chain_id().to_owned(),
+                    height: 0,
+                    prev: Hash([0; 32]),
+                    timestamp_ms: now_ms,
+                    tx_count: 0,
+                    tx_root: merkle::empty_root(),
+                };
+                let certificate = endorser.endorse(&header)?;
+                verify_certificate(&header, &certificate, &chain)
+                    .map_err(|e| LedgerError::Endorse(e.to_string()))?;
+                let mut b = WriteBatch::new();
+                b.put(b"Mchain".to_vec(), chain.chain_id().as_bytes().to_vec());
+                b.put(
+                    key(b'H', &[&be8(0)]),
+                    CertifiedHeader {
+                        header,
+                        certificate,
+                    }
+                    .encode(),
+                );
+                b.put(key(b'N', &[&be8(0)]), Vec::new());
+                store.commit(b)?;
+            }
+        }
+        let (head, report) = Self::verify_all(store.as_ref(), &chain)?;
+        Ok((
+            Ledger {
+                store,
+                chain,
+                endorser,
+                head: RwLock::new(head),
+            },
+            report,
+        ))
+    }
+
+    fn verify_all(
+        store: &dyn Store,
+        chain: &ChainTrust,
+    ) -> Result<(Head, OpenReport), LedgerError> {
+        let mut prev: Option<Header> = None;
+        let mut report = OpenReport {
+            blocks: 0,
+            transactions: 0,
+        };
+        let mut problem: Option<LedgerError> = None;
+        let mut expected_height = 0u64;
+        store.range(b"H", b"I", &mut |k, v| {
+            let result = (|| -> Result<Header, LedgerError> {
+                let height = u64::from_be_bytes(
+                    k.get(1..9)
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(|| corrupt(expected_height, "malformed header key"))?,
+                );
+                if height != expected_height {
+                    return Err(corrupt(
+                        expected_height,
+                        format!("missing block; next stored header is at {height}"),
+                    ));
+                }
+                let ch = CertifiedHeader::decode(v)
+                    .map_err(|e| corrupt(height, format!("header does not decode: {e}")))?;
+                if ch.header.height != height {
+                    return Err(corrupt(
+                        height,
+                        format!("header says height {}", ch.header.height),
+                    ));
+                }
+                verify_certificate(&ch.header, &ch.certificate, chain)
+                    .map_err(|e| corrupt(height, format!("certificate: {e}")))?;
+                match &prev {
+                    None if ch.header.prev != Hash([0; 32]) => {
+                        return Err(corrupt(height, "genesis does not start from zeros"));
+                    }
+                    None => {}
+                    Some(p) => verify_link(p, &ch.header)
+                        .map_err(|e| corrupt(height, format!("link: {e}")))?,
+                }
+                let txs = store.scan_prefix(&key(b'T', &[&be8(height)]))?;
+                if txs.len() as u64 != ch.header.tx_count {
+                    return Err(corrupt(
+                        height,
+                        format!(
+                            "{} transactions stored, header says {}",
+                            txs.len(),
+                            ch.header.tx_count
+                        ),
+                    ));
+                }
+                let leaves: Vec<Hash> = txs.iter().map(|(_, t)| merkle::leaf_hash(t)).collect();
+                let levels = flat_levels(&leaves);
+                if merkle::root_from_levels(&levels) != Some(ch.header.tx_root) {
+                    return Err(corrupt(
+                        height,
+                        "transactions do not hash to the certified tx root",
+                    ));
+                }
+                if store.get(&key(b'N', &[&be8(height)]))?.as_deref() != Some(levels.as_slice()) {
+                    return Err(corrupt(
+                        height,
+                        "stored tree levels differ from the transactions",
+                    ));
+                }
+                report.transactions += txs.len() as u64;
+                Ok(ch.header)
+            })();
+            match result {
+                Ok(h) => {
+                    prev = Some(h);
+                    report.blocks += 1;
+                    expected_height += 1;
+                    true
+                }
+                Err(e) => {
+                    problem = Some(e);
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = problem {
+            return Err(e);
+        }
+        let last = prev.ok_or_else(|| corrupt(0, "no genesis block"))?;
+        Ok((
+            Head {
+                height: last.height,
+                hash: last.hash(),
+                timestamp_ms: last.timestamp_ms,
+            },
+            report,
+        ))
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> &str {
+        self.chain.chain_id()
+    }
+    /// The endorser set this ledger verifies against.
+    pub fn chain_trust(&self) -> &ChainTrust {
+        &self.chain
+    }
+    /// The current head.
+    pub fn head(&self) -> Head {
+        *self
+            .head
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    /// Bytes on disk (estimate).
+    pub fn size_on_disk(&self) -> u64 {
+        self.store.size_on_disk()
+    }
+    /// The certified header at `height`.
+    pub fn header(&self, height: u64) -> Result<Option<CertifiedHeader>, LedgerError> {
+        match self.store.get(&key(b'H', &[&be8(height)]))? {
+            None => Ok(None),
+            Some(v) => CertifiedHeader::decode(&v)
+                .map(Some)
+                .map_err(|e| corrupt(height, e.to_string())),
+        }
+    }
+    /// Where the transaction with this leaf hash is.
+    pub fn locate(&self, leaf: &Hash) -> Result<Option<TxLocation>, LedgerError> {
+        Ok(self.store.get(&key(b'X', &[&leaf.0]))?.and_then(|v| {
+            let height = u64::from_be_bytes(v.get(0..8)?.try_into().ok()?);
+            let index = u32::from_be_bytes(v.get(8..12)?.try_into().ok()?);
+            Some(TxLocation {
+                height,
+                index,
+                leaf: *leaf,
+            })
+        }))
+    }
+    /// The transaction bytes at a location.
+    pub fn tx_bytes(&self, height: u64, index: u32) -> Result<Option<Vec<u8>>, LedgerError> {
+        Ok(self
+            .store
+            .get(&key(b'T', &[&be8(height), &index.to_be_bytes()]))?)
+    }
+    fn plain_bundle(&self, loc: &TxLocation) -> Result<Option<ProofBundle>, LedgerError> {
+        let (Some(header), Some(tx), Some(levels)) = (
+            self.header(loc.height)?,
+            self.tx_bytes(loc.height, loc.index)?,
+            self.store.get(&key(b'N', &[&be8(loc.height)]))?,
+        ) else {
+            return Ok(None);
+        };
+        let proof = proof_from_levels(&levels, header.header.tx_count, u64::from(loc.index))
+            .ok_or_else(|| corrupt(loc.height, "tree levels too short"))?;
+        Ok(Some(ProofBundle {
+            header,
+            tx,
+            proof,
+            batch: None,
+        }))
+    }
+    /// The proof bundle of the transaction with this leaf hash (with its batch
+    /// seal and member path if it was written in a batch).
+    pub fn bundle(&self, leaf: &Hash) -> Result<Option<ProofBundle>, LedgerError> {
+        let Some(loc) = self.locate(leaf)? else {
+            return Ok(None);
+        };
+        let Some(bundle) = self.plain_bundle(&loc)? else {
+            return Ok(None);
+        };
+        let tx = Transaction::decode(&bundle.tx)
+            .map_err(|e| corrupt(loc.height, format!("stored tx: {e}")))?;
+        let proofs::tx::Authorization::Batched { root, index } = tx.auth else {
+            return Ok(Some(bundle));
+        };
+        let info = self
+            .store
+            .get(&key(b'B', &[&root.0]))?
+            .ok_or_else(|| corrupt(loc.height, "batch member without its seal"))?;
+        let field = |r: core::ops::Range<usize>| {
+            info.get(r)
+                .map(|b| b.to_vec())
+                .ok_or_else(|| corrupt(loc.height, "malformed batch index"))
+        };
+        let seal_height = u64::from_be_bytes(field(0..8)?.try_into().unwrap_or_default());
+        let seal_index = u32::from_be_bytes(field(8..12)?.try_into().unwrap_or_default());
+        let first = u32::from_be_bytes(field(12..16)?.try_into().unwrap_or_default());
+        let count = u32::from_be_bytes(field(16..20)?.try_into().unwrap_or_default());
+        let seal_leaf = merkle::leaf_hash(
+            &self
+                .tx_bytes(seal_height, seal_index)?
+                .ok_or_else(|| corrupt(seal_height, "missing seal"))?,
+        );
+        let seal_bundle = self
+            .plain_bundle(&TxLocation {
+                height: seal_height,
+                index: seal_index,
+                leaf: seal_leaf,
+            })?
+            .ok_or_else(|| corrupt(seal_height, "missing seal block"))?;
+        let mut member_leaves = Vec::with_capacity(count as usize);
+        for i in first..first + count {
+            let b = self
+                .tx_bytes(seal_height, i)?
+                .ok_or_else(|| corrupt(seal_height, "missing batch member"))?;
+            let t = Transaction::decode(&b).map_err(|e| corrupt(seal_height, e.to_string()))?;
+            member_leaves.push(merkle::leaf_hash(&t.signing_bytes()));
+        }
+        let member = merkle::MerkleTree::from_leaf_hashes(&member_leaves)
+            .inclusion_proof(index as usize)
+            .ok_or_else(|| corrupt(seal_height, "member index outside its batch"))?;
+        Ok(Some(bundle.with_batch(seal_bundle, member)))
+    }
+    /// The state of a record.
+    pub fn record_state(&self, k: &RecordKey) -> Result<Option<RecordState>, LedgerError> {
+        self.store
+            .get(&key(b'S', &[&k.bytes()]))?
+            .map(|v| {
+                serde_json::from_slice(&v).map_err(|e| corrupt(0, format!("record state: {e}")))
+            })
+            .transpose()
+    }
+    /// One stored version of a record.
+    pub fn record_version(
+        &self,
+        k: &RecordKey,
+        version: u32,
+    ) -> Result<Option<StoredRecord>, LedgerError> {
+        self.store
+            .get(&key(b'R', &[&k.bytes(), &[0], &version.to_be_bytes()]))?
+            .map(|v| {
+                serde_json::from_slice(&v).map_err(|e| corrupt(0, format!("stored record: {e}")))
+            })
+            .transpose()
+    }
+    /// Records that name `subject`.
+    pub fn records_of_subject(&self, subject: &SubjectRef) -> Result<Vec<RecordKey>, LedgerError> {
+        Ok(self
+            .store
+            .scan_prefix(&key(b'J', &[&subject.0.0]))?
+            .into_iter()
+            .filter_map(|(k, _)| RecordKey::from_bytes(&k[33..]))
+            .collect())
+    }
+
+    /// Applies intents: checks each against the state (and against the ones
+    /// before it), cuts one block over the accepted transactions, endorses it and
+    /// commits everything atomically and durably. Returns one outcome per intent
+    /// (an import gives one per member).
+    pub fn apply(
+        &self,
+        intents: Vec<Intent>,
+        now_ms: u64,
+    ) -> Result<Vec<Vec<Outcome>>, LedgerError> {
+        let head = self.head();
+        let height = head.height + 1;
+        let mut txs: Vec<PreparedTx> =
+            Vec::with_capacity(intents.iter().map(Intent::tx_count).sum());
+        let mut states: HashMap<RecordKey, RecordState> = HashMap::new();
+        let mut versions: HashMap<(RecordKey, u32), (Hash, Option<TxLocation>)> = HashMap::new();
+        let mut seen_leaves: HashMap<Hash, TxLocation> = HashMap::new();
+        let mut batch = WriteBatch::new();
+        let mut outcomes = Vec::with_capacity(intents.len());
+
+        for intent in intents {
+            match intent {
+                Intent::Publish(p) => {
+                    let o = self.check_publish(&p, &mut states, &mut versions)?;
+                    let o = match o {
+                        Some(o) => o,
+                        None => {
+                            let loc = self.stage_publish(
+                                *p,
+                                height,
+                                &mut txs,
+                                &mut states,
+                                &mut versions,
+                                &mut seen_leaves,
+                                &mut batch,
+                            )?;
+                            Outcome::Written { location: loc }
+                        }
+                    };
+                    outcomes.push(vec![o]);
+                }
+                Intent::Revoke {
+                    key: k,
+                    version,
+                    reason,
+                    at_ms,
+                    tx,
+                } => {
+                    let mut st = match states.get(&k) {
+                        Some(s) => s.clone(),
+                        None => self.record_state(&k)?.unwrap_or_default(),
+                    };
+                    let o = if version == 0 || version > st.latest {
+                        Outcome::Rejected {
+                            code: "record.unknown_version",
+                            message: format!(
+                                "record has no version {version} (latest is {})",
+                                st.latest
+                            ),
+                        }
+                    } else if let Some(r) = st.revocations.iter().find(|r| r.version == version) {
+                        if r.location.leaf == tx.leaf {
+                            Outcome::Duplicate {
+                                location: r.location,
+                            }
+                        } else {
+                            Outcome::Rejected {
+                                code: "record.already_revoked",
+                                message: format!("version {version} was already revoked"),
+                            }
+                        }
+                    } else {
+                        let location = TxLocation {
+                            height,
+                            index: txs.len() as u32,
+                            leaf: tx.leaf,
+                        };
+                        if let Some(l) = seen_leaves
+                            .get(&tx.leaf)
+                            .copied()
+                            .or(self.locate(&tx.leaf)?)
+                        {
+                            Outcome::Duplicate { location: l }
+                        } else {
+                            seen_leaves.insert(tx.leaf, location);
+                            txs.push(tx);
+                            st.revocations.push(Revocation {
+                                version,
+                                reason,
+                                at_ms,
+                                location,
+                            });
+                            states.insert(k, st);
+                            Outcome::Written { location }
+                        }
+                    };
+                    outcomes.push(vec![o]);
+                }
+                Intent::Import {
+                    seal,
+                    root,
+                    members,
+                } => {
+                    if let Some(info) = self.store.get(&key(b'B', &[&root.0]))? {
+                        // The whole batch is already written (a resend after a lost answer).
+                        let first = u32::from_be_bytes(info[12..16].try_into().unwrap_or_default());
+                        let h = u64::from_be_bytes(info[0..8].try_into().unwrap_or_default());
+                        let os = members
+                            .iter()
+                            .enumerate()
+                            .map(|(i, m)| Outcome::Duplicate {
+                                location: TxLocation {
+                                    height: h,
+                                    index: first + i as u32,
+                                    leaf: m.tx.leaf,
+                                },
+                            })
+                            .collect();
+                        outcomes.push(os);
+                        continue;
+                    }
+                    // Check every member first: a batch is written whole or not at all.
+                    let mut trial_states = states.clone();
+                    let mut trial_versions = versions.clone();
+                    let mut problems: Vec<Option<Outcome>> = Vec::with_capacity(members.len());
+                    for m in &members {
+                        let o = self.check_publish(m, &mut trial_states, &mut trial_versions)?;
+                        if o.is_none() {
+                            let st = trial_states.entry(m.key.clone()).or_default();
+                            st.latest = m.record.version;
+                            trial_versions.insert(
+                                (m.key.clone(), m.record.version),
+                                (m.record.commitment, None),
+                            );
+                        }
+                        problems.push(o);
+                    }
+                    if problems.iter().any(Option::is_some) {
+                        let os = problems
+                            .into_iter()
+                            .map(|p| match p {
+                                Some(Outcome::Duplicate { location }) => Outcome::Rejected {
+                                    code: "batch.contains_duplicate",
+                                    message: format!("already written at height {} index {}; resend the batch without it", location.height, location.index),
+                                },
+                                Some(o) => o,
+                                None => Outcome::Rejected { code: "batch.aborted", message: "another member of the batch was refused".into() },
+                            })
+                            .collect();
+                        outcomes.push(os);
+                        continue;
+                    }
+                    let seal_index = txs.len() as u32;
+                    let seal_leaf = seal.leaf;
+                    seen_leaves.insert(
+                        seal_leaf,
+                        TxLocation {
+                            height,
+                            index: seal_index,
+                            leaf: seal_leaf,
+                        },
+                    );
+                    txs.push(seal);
+                    let first = txs.len() as u32;
+                    let count = members.len() as u32;
+                    let mut info = be8(height).to_vec();
+                    info.extend_from_slice(&seal_index.to_be_bytes());
+                    info.extend_from_slice(&first.to_be_bytes());
+                    info.extend_from_slice(&count.to_be_bytes());
+                    batch.put(key(b'B', &[&root.0]), info);
+                    let mut os = Vec::with_capacity(members.len());
+                    for m in members {
+                        let loc = self.stage_publish(
+                            m,
+                            height,
+                            &mut txs,
+                            &mut states,
+                            &mut versions,
+                            &mut seen_leaves,
+                            &mut batch,
+                        )?;
+                        os.push(Outcome::Written { location: loc });
+                    }
+                    outcomes.push(os);
+                }
+            }
+        }
+        if txs.is_empty() {
+            return Ok(outcomes);
+        }
+
+        // Cut, endorse and commit the block.
+        let leaves: Vec<Hash> = txs.iter().map(|t| t.leaf).collect();
+        let levels = flat_levels(&leaves);
+        let tx_root = merkle::root_from_levels(&levels).unwrap_or_else(merkle::empty_root);
+        let header = Header {
+            chain_id: self.chain.chain_id().to_owned(),
+            height,
+            prev: head.hash,
+            timestamp_ms: now_ms.max(head.timestamp_ms),
+            tx_count: txs.len() as u64,
+            tx_root,
+        };
+        let certificate = self.endorser.endorse(&header)?;
+        let hash = header.hash();
+        let timestamp_ms = header.timestamp_ms;
+        batch.put(
+            key(b'H', &[&be8(height)]),
+            CertifiedHeader {
+                header,
+                certificate,
+            }
+            .encode(),
+        );
+        batch.put(key(b'N', &[&be8(height)]), levels);
+        for (i, t) in txs.into_iter().enumerate() {
+            let loc = TxLocation {
+                height,
+                index: i as u32,
+                leaf: t.leaf,
+            };
+            batch.put(key(b'X', &[&t.leaf.0]), loc_bytes(&loc));
+            batch.put(
+                key(b'T', &[&be8(height), &(i as u32).to_be_bytes()]),
+                t.bytes,
+            );
+        }
+        for (k, st) in states {
+            batch.put(
+                key(b'S', &[&k.bytes()]),
+                serde_json::to_vec(&st).map_err(|e| LedgerError::Endorse(e.to_string()))?,
+            );
+        }
+        self.store.commit(batch)?;
+        *self
+            .head
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Head {
+            height,
+            hash,
+            timestamp_ms,
+        };
+        Ok(outcomes)
+    }
+
+    /// `None` if the publication may be written; otherwise its outcome.
+    fn check_publish(
+        &self,
+        p: &Publish,
+        states: &mut HashMap<RecordKey, RecordState>,
+        versions: &mut HashMap<(RecordKey, u32), (Hash, Option<TxLocation>)>,
+    ) -> Result<Option<Outcome>, LedgerError> {
+        let v = p.record.version;
+        let existing = match versions.get(&(p.key.clone(), v)) {
+            Some(e) => Some(*e),
+            None => self
+                .record_version(&p.key, v)?
+                .map(|r| (r.commitment, r.location)),
+        };
+        if let Some((commitment, location)) = existing {
+            return Ok(Some(match (commitment == p.record.commitment, location) {
+                (true, Some(location)) => Outcome::Duplicate { location },
+                _ => Outcome::Rejected {
+                    code: "record.version_exists",
+                    message: format!(
+                        "version {v} of this record exists with another commitment; publish version {} to supersede it",
+                        v + 1
+                    ),
+                },
+            }));
+        }
+        let latest = match states.get(&p.key) {
+            Some(s) => s.latest,
+            None => {
+                let s = self.record_state(&p.key)?.unwrap_or_default();
+                let l = s.latest;
+                states.insert(p.key.clone(), s);
+                l
+            }
+        };
+        if v != latest + 1 {
+            return Ok(Some(Outcome::Rejected {
+                code: "record.version_not_next",
+                message: format!(
+                    "version must be {} (latest is {latest}), found {v}",
+                    latest + 1
+                ),
+            }));
+        }
+        Ok(None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn stage_publish(
+        &self,
+        p: Publish,
+        height: u64,
+        txs: &mut Vec<PreparedTx>,
+        states: &mut HashMap<RecordKey, RecordState>,
+        versions: &mut HashMap<(RecordKey, u32), (Hash, Option<TxLocation>)>,
+        seen: &mut HashMap<Hash, TxLocation>,
+        batch: &mut WriteBatch,
+    ) -> Result<TxLocation, LedgerError> {
+        let location = TxLocation {
+            height,
+            index: txs.len() as u32,
+            leaf: p.tx.leaf,
+        };
+        seen.insert(p.tx.leaf, location);
+        txs.push(p.tx);
+        let mut record = p.record;
+        record.location = Some(location);
+        let kb = p.key.bytes();
+        for s in &record.subject_refs {
+            batch.put(key(b'J', &[&s.0.0, &kb]), Vec::new());
+        }
+        versions.insert(
+            (p.key.clone(), record.version),
+            (record.commitment, Some(location)),
+        );
+        states.entry(p.key.clone()).or_default().latest = record.version;
+        batch.put(
+            key(b'R', &[&kb, &[0], &record.version.to_be_bytes()]),
+            serde_json::to_vec(&record).map_err(|e| LedgerError::Endorse(e.to_string()))?,
+        );
+        Ok(location)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemStore;
+    use proofs::keys::test_seed;
+    use proofs::tx::TxBody;
+
+    struct Kit {
+        ledger: Ledger,
+        store: Arc<MemStore>,
+        dept: SigningKey,
+        chain: ChainTrust,
+    }
+
+    fn endorsers() -> Vec<SigningKey> {
+        (0..4)
+            .map(|i| SigningKey::from_seed(&test_seed(&format!("t/e{i}"))))
+            .collect()
+    }
+
+    fn kit() -> Kit {
+        let keys = endorsers();
+        let chain =
+            ChainTrust::new("t-chain", keys.iter().map(SigningKey::public).collect(), 3).unwrap();
+        let store = Arc::new(MemStore::new());
+        let end = Arc::new(LocalEndorsers::new(
+            keys.into_iter()
+                .enumerate()
+                .take(3)
+                .map(|(i, k)| (i as u16, k))
+                .collect(),
+        ));
+        let (ledger, report) = Ledger::open(store.clone(), chain.clone(), end, 1_000).unwrap();
+        assert_eq!(report.blocks, 1);
+        Kit {
+            ledger,
+            store,
+            dept: SigningKey::from_seed(&test_seed("t.dept")),
+            chain,
+        }
+    }
+
+    fn publish(k: &Kit, id: &str, version: u32, commitment: u8) -> Intent {
+        let body = TxBody::RecordCommit {
+            record_type: "marriage".into(),
+            record_id: id.into(),
+            subjects: vec![SubjectRef(Hash([9; 32]))],
+            version,
+            commitment: Hash([commitment; 32]),
+            issued_ms: 5,
+        };
+        let tx = Transaction::sign("t-chain", "t.dept", body, &k.dept);
+        Intent::Publish(Box::new(Publish {
+            key: RecordKey {
+                department: "t.dept".into(),
+                record_type: "marriage".into(),
+                record_id: id.into(),
+            },
+            record: StoredRecord {
+                version,
+                subjects: vec![],
+                subject_refs: vec![SubjectRef(Hash([9; 32]))],
+                fields: BTreeMap::new(),
+                secret: [1; 32],
+                commitment: Hash([commitment; 32]),
+                issued_ms: 5,
+                location: None,
+            },
+            tx: PreparedTx::new(&tx),
+        }))
+    }
+
+    fn code(o: &Outcome) -> &'static str {
+        match o {
+            Outcome::Written { .. } => "written",
+            Outcome::Duplicate { .. } => "duplicate",
+            Outcome::Rejected { code, .. } => code,
+        }
+    }
+
+    #[test]
+    fn publish_supersede_duplicate_and_refusals() {
+        let k = kit();
+        let out = k
+            .ledger
+            .apply(
+                vec![
+                    publish(&k, "a", 1, 1),
+                    publish(&k, "a", 2, 2),
+                    publish(&k, "a", 2, 2),
+                    publish(&k, "b", 2, 3),
+                ],
+                2_000,
+            )
+            .unwrap();
+        let codes: Vec<_> = out.iter().map(|o| code(&o[0])).collect();
+        assert_eq!(
+            codes,
+            ["written", "written", "duplicate", "record.version_not_next"]
+        );
+        assert_eq!(k.ledger.head().height, 1);
+        // Same version, other commitment: refused; identical resend: duplicate.
+        let out = k
+            .ledger
+            .apply(vec![publish(&k, "a", 2, 9), publish(&k, "a", 1, 1)], 3_000)
+            .unwrap();
+        assert_eq!(code(&out[0][0]), "record.version_exists");
+        assert_eq!(code(&out[1][0]), "duplicate");
+        // Nothing written: no block cut.
+        assert_eq!(k.ledger.head().height, 1);
+        let key = RecordKey {
+            department: "t.dept".into(),
+            record_type: "marriage".into(),
+            record_id: "a".into(),
+        };
+        assert_eq!(
+            k.ledger.record_state(&key).unwrap().unwrap().current(),
+            Some(2)
+        );
+        assert_eq!(
+            k.ledger
+                .records_of_subject(&SubjectRef(Hash([9; 32])))
+                .unwrap(),
+            vec![key]
+        );
+    }
+
+    #[test]
+    fn bundles_verify_and_open_checks_everything() {
+        let k = kit();
+        let out = k
+            .ledger
+            .apply(
+                (0..5)
+                    .map(|i| publish(&k, &format!("r{i}"), 1, i))
+                    .collect(),
+                2_000,
+            )
+            .unwrap();
+        let Outcome::Written { location } = out[3][0] else {
+            panic!()
+        };
+        let b = k.ledger.bundle(&location.leaf).unwrap().unwrap();
+        let mut report = proofs::Report::new();
+        let roots = proofs::TrustRoots::new(Hash([0; 32]))
+            .with_chain(k.chain.clone())
+            .with_member(proofs::Member {
+                id: "t.dept".into(),
+                role: proofs::Role::Department,
+                city: "t".into(),
+                chain: "t-chain".into(),
+                owns: vec!["marriage".into()],
+                signing: k.dept.public(),
+                hpke: None,
+            });
+        proofs::verify_bundle(&b, &roots, 3_000, "b", &mut report);
+        assert!(report.ok(), "{report}");
+
+        // Reopen: verifies. Then corrupt a transaction: refused with the height.
+        let end = Arc::new(LocalEndorsers::new(vec![]));
+        let (_, r) = Ledger::open(k.store.clone(), k.chain.clone(), end.clone(), 4_000).unwrap();
+        assert_eq!((r.blocks, r.transactions), (2, 5));
+        let mut batch = WriteBatch::new();
+        batch.put(
+            key(b'T', &[&be8(1), &2u32.to_be_bytes()]),
+            b"tampered".to_vec(),
+        );
+        k.store.commit(batch).unwrap();
+        match Ledger::open(k.store.clone(), k.chain.clone(), end, 4_000) {
+            Err(LedgerError::Corrupt { height: 1, problem }) => {
+                assert!(problem.contains("tx root"), "{problem}")
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("a tampered store was served"),
+        }
+    }
+
+    #[test]
+    fn a_store_of_another_chain_is_refused() {
+        let k = kit();
+        let keys = endorsers();
+        let other = ChainTrust::new(
+            "other-chain",
+            keys.iter().map(SigningKey::public).collect(),
+            3,
+        )
+        .unwrap();
+        let end = Arc::new(LocalEndorsers::new(vec![]));
+        assert!(matches!(
+            Ledger::open(k.store.clone(), other, end, 1),
+            Err(LedgerError::WrongChain { .. })
+        ));
+    }
+
+    #[test]
+    fn revocation_and_import() {
+        let k = kit();
+        k.ledger.apply(vec![publish(&k, "a", 1, 1)], 2_000).unwrap();
+        let key = RecordKey {
+            department: "t.dept".into(),
+            record_type: "marriage".into(),
+            record_id: "a".into(),
+        };
+        let revoke = |v: u32| {
+            let body = TxBody::RecordRevoke {
+                record_type: "marriage".into(),
+                record_id: "a".into(),
+                version: v,
+                reason: RevokeReason::Revoked,
+                at_ms: 7,
+            };
+            Intent::Revoke {
+                key: key.clone(),
+                version: v,
+                reason: RevokeReason::Revoked,
+                at_ms: 7,
+                tx: PreparedTx::new(&Transaction::sign("t-chain", "t.dept", body, &k.dept)),
+            }
+        };
+        let out = k
+            .ledger
+            .apply(vec![revoke(1), revoke(1), revoke(3)], 3_000)
+            .unwrap();
+        assert_eq!(
+            [code(&out[0][0]), code(&out[1][0]), code(&out[2][0])],
+            ["written", "duplicate", "record.unknown_version"]
+        );
+        assert_eq!(
+            k.ledger.record_state(&key).unwrap().unwrap().current(),
+            None
+        );
+
+        // Import: written whole; a resend is all duplicates; a conflicting member aborts the batch.
+        let bodies: Vec<TxBody> = (0..3)
+            .map(|i| TxBody::RecordCommit {
+                record_type: "marriage".into(),
+                record_id: format!("imp{i}"),
+                subjects: vec![SubjectRef(Hash([8; 32]))],
+                version: 1,
+                commitment: Hash([i; 32]),
+                issued_ms: 1,
+            })
+            .collect();
+        let (seal, members) = Transaction::batch("t-chain", "t.dept", bodies, &k.dept);
+        let root = match seal.body {
+            TxBody::BatchSeal { root, .. } => root,
+            _ => unreachable!(),
+        };
+        let intent = |members: &[Transaction]| Intent::Import {
+            seal: PreparedTx::new(&seal),
+            root,
+            members: members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| Publish {
+                    key: RecordKey {
+                        department: "t.dept".into(),
+                        record_type: "marriage".into(),
+                        record_id: format!("imp{i}"),
+                    },
+                    record: StoredRecord {
+                        version: 1,
+                        subjects: vec![],
+                        subject_refs: vec![],
+                        fields: BTreeMap::new(),
+                        secret: [0; 32],
+                        commitment: Hash([i as u8; 32]),
+                        issued_ms: 1,
+                        location: None,
+                    },
+                    tx: PreparedTx::new(m),
+                })
+                .collect(),
+        };
+        let out = k.ledger.apply(vec![intent(&members)], 4_000).unwrap();
+        assert!(out[0].iter().all(|o| code(o) == "written"));
+        let Outcome::Written { location } = out[0][1] else {
+            panic!()
+        };
+        let b = k.ledger.bundle(&location.leaf).unwrap().unwrap();
+        assert!(
+            b.batch.is_some(),
+            "a batch member's bundle carries its seal"
+        );
+        let out = k.ledger.apply(vec![intent(&members)], 5_000).unwrap();
+        assert!(out[0].iter().all(|o| code(o) == "duplicate"));
+    }
+}

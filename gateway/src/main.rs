@@ -1,0 +1,260 @@
+//! `tongban`: one binary for the gateway (`serve`), its keys and registry
+//! checks, and the client commands departments use. See `tongban --help`.
+
+// A command-line program: printing is its output.
+#![allow(clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gateway::cli;
+use gateway::clock::SystemClock;
+use gateway::config::Config;
+use gateway::server::{Gateway, shutdown_signal};
+
+#[derive(Parser)]
+#[command(
+    name = "tongban",
+    version,
+    about = "Tongban cross-region interoperability gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "TONGBAN_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one city's gateway.
+    Serve {
+        /// The gateway configuration (TOML).
+        #[arg(long, env = "TONGBAN_CONFIG")]
+        config: PathBuf,
+    },
+    /// Key files.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Registry files.
+    Region {
+        #[command(subcommand)]
+        command: RegionCommand,
+    },
+    /// A department's records (signed requests to its city's gateway).
+    Records {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::RecordsCommand,
+    },
+    /// Fetch a transaction's proof bundle and verify it locally with the registry.
+    Proof {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        /// The transaction's leaf hash.
+        leaf: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate key files (mode 0600) and print the public parts for the registry.
+    Gen(KeysGen),
+}
+
+#[derive(Args)]
+struct KeysGen {
+    /// The registry id the keys are for (e.g. `nanjing.civil-affairs`, `nanjing/endorser/1`, `nanjing`).
+    #[arg(long)]
+    id: String,
+    /// Folder to write into (created if missing).
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    /// What to generate.
+    #[arg(long, value_enum, default_value = "member")]
+    kind: GenKind,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GenKind {
+    /// An Ed25519 signing key and an X25519 HPKE key (departments, utilities, centres).
+    Member,
+    /// An Ed25519 signing key only (gateways, endorsers).
+    Signing,
+    /// A city's subject-reference key.
+    Subject,
+}
+
+#[derive(Subcommand)]
+enum RegionCommand {
+    /// Validate a registry file and print its SHA-256 (the hash every party pins).
+    Check {
+        /// The registry file.
+        file: PathBuf,
+    },
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TONGBAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
+    match command {
+        Command::Serve { config } => {
+            let cfg = Config::load(&config, &|k| std::env::var(k).ok())?;
+            let gw = tokio::task::spawn_blocking(move || {
+                let g = Gateway::open(&cfg, Arc::new(SystemClock));
+                (g, cfg)
+            })
+            .await?;
+            let (gw, cfg) = (gw.0?, gw.1);
+            let listener = tokio::net::TcpListener::bind(&cfg.http_listen)
+                .await
+                .with_context(|| format!("binding {}", cfg.http_listen))?;
+            let addr = listener.local_addr()?;
+            tracing::info!(
+                city = %cfg.city,
+                chain = %gw.state.ledger.chain_id(),
+                height = gw.state.ledger.head().height,
+                verified_blocks = gw.open_report.blocks,
+                verified_txs = gw.open_report.transactions,
+                %addr,
+                "gateway serving"
+            );
+            // The one line scripts and tests wait for.
+            println!("listening on http://{addr}");
+            gw.serve(listener, shutdown_signal()).await?;
+            tracing::info!("gateway stopped; every acknowledged write is on disk");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Keys {
+            command: KeysCommand::Gen(g),
+        } => {
+            std::fs::create_dir_all(&g.out)
+                .with_context(|| format!("creating {}", g.out.display()))?;
+            let file_id = g.id.replace('/', "-");
+            let mut lines = Vec::new();
+            match g.kind {
+                GenKind::Member | GenKind::Signing => {
+                    let seed = gateway::keyfile::random_secret();
+                    let p = g.out.join(format!("{file_id}.ed25519.key"));
+                    gateway::keyfile::write(&p, gateway::keyfile::KeyKind::Ed25519, &g.id, &seed)?;
+                    lines.push(format!(
+                        "signing_key = \"{}\"   # {}",
+                        proofs::SigningKey::from_seed(&seed).public().to_hex(),
+                        p.display()
+                    ));
+                    if matches!(g.kind, GenKind::Member) {
+                        let ikm = gateway::keyfile::random_secret();
+                        let p = g.out.join(format!("{file_id}.x25519.key"));
+                        gateway::keyfile::write(
+                            &p,
+                            gateway::keyfile::KeyKind::X25519,
+                            &g.id,
+                            &ikm,
+                        )?;
+                        lines.push(format!(
+                            "hpke_key = \"{}\"   # {}",
+                            proofs::seal::HpkeSecretKey::derive(&ikm).public().to_hex(),
+                            p.display()
+                        ));
+                    }
+                }
+                GenKind::Subject => {
+                    let p = g.out.join(format!("{file_id}.subject.key"));
+                    gateway::keyfile::write(
+                        &p,
+                        gateway::keyfile::KeyKind::Subject,
+                        &g.id,
+                        &gateway::keyfile::random_secret(),
+                    )?;
+                    lines.push(format!("# subject key written to {} (secret; share only with the city's departments)", p.display()));
+                }
+            }
+            println!("# public parts for the registry entry `{}`:", g.id);
+            for l in lines {
+                println!("{l}");
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Region {
+            command: RegionCommand::Check { file },
+        } => {
+            let (reg, hash) =
+                regions::load(&file).with_context(|| format!("reading {}", file.display()))?;
+            let problems = reg.problems();
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("invalid: {p}");
+                }
+                bail!("{} problem(s) in {}", problems.len(), file.display());
+            }
+            reg.trust_roots(hash)?;
+            println!("registry {} is valid", file.display());
+            println!(
+                "region:  {} (version {})",
+                reg.region.id, reg.region.version
+            );
+            println!(
+                "cities:  {}",
+                reg.cities
+                    .iter()
+                    .map(|c| c.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!("sha256:  {hash}");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Records { client, command } => cli::records(client, command).await,
+        Command::Proof { client, leaf } => cli::proof(client, &leaf).await,
+    }
+}

@@ -1,0 +1,184 @@
+//! Starting and stopping one gateway: load and check the registry and keys,
+//! open (and verify) the ledger, start the writer, serve HTTP until the
+//! shutdown signal, then drain the writer so nothing acknowledged is lost.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use proofs::subject::SubjectKey;
+use tokio::net::TcpListener;
+
+use crate::auth::Verifier;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::keyfile;
+use crate::ledger::{Ledger, LocalEndorsers, OpenReport};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::store::SledStore;
+use crate::writer::{Writer, WriterConfig, WriterThread};
+
+/// An opened gateway, ready to serve.
+pub struct Gateway {
+    /// Shared state (also used by in-process tests).
+    pub state: Arc<AppState>,
+    /// What the ledger check on open found.
+    pub open_report: OpenReport,
+    writer_thread: WriterThread,
+}
+
+impl Gateway {
+    /// Opens the gateway described by `cfg`: every check that can fail does so here.
+    pub fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Gateway> {
+        let registry = regions::load_pinned(&cfg.registry, cfg.registry_sha256)
+            .with_context(|| format!("registry {}", cfg.registry.display()))?;
+        let roots = registry
+            .trust_roots(cfg.registry_sha256)
+            .context("registry validation")?;
+        let city = registry
+            .city(&cfg.city)
+            .with_context(|| format!("city `{}` is not in the registry", cfg.city))?
+            .clone();
+        let chain = roots
+            .chains
+            .get(&city.chain.chain_id)
+            .context("the city's chain is missing from the trust roots")?
+            .clone();
+
+        let (_, gw_key) = keyfile::read_signing(&cfg.keys.gateway)?;
+        let gw_member = roots
+            .members
+            .get(&city.gateway.id)
+            .context("the city's gateway is not a registry member")?;
+        if gw_key.public() != gw_member.signing {
+            bail!(
+                "keys.gateway: {} is not the key the registry lists for `{}`",
+                cfg.keys.gateway.display(),
+                city.gateway.id
+            );
+        }
+        let mut endorsers = Vec::new();
+        for p in &cfg.keys.endorsers {
+            let (_, k) = keyfile::read_signing(p)?;
+            let idx = chain
+                .endorsers()
+                .iter()
+                .position(|e| *e == k.public())
+                .with_context(|| {
+                    format!(
+                        "keys.endorsers: {} is not an endorser of chain `{}`",
+                        p.display(),
+                        chain.chain_id()
+                    )
+                })?;
+            if endorsers.iter().any(|(i, _)| *i == idx as u16) {
+                bail!(
+                    "keys.endorsers: {} repeats endorser {}",
+                    p.display(),
+                    idx + 1
+                );
+            }
+            endorsers.push((idx as u16, k));
+        }
+        endorsers.sort_by_key(|(i, _)| *i);
+        if endorsers.len() < usize::from(chain.threshold()) {
+            bail!(
+                "keys.endorsers: {} endorser keys held, chain `{}` needs {}",
+                endorsers.len(),
+                chain.chain_id(),
+                chain.threshold()
+            );
+        }
+        let (_, subject_key): (_, SubjectKey) = keyfile::read_subject(&cfg.keys.subject)?;
+
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("data_dir {}", cfg.data_dir.display()))?;
+        let store = Arc::new(
+            SledStore::open(&cfg.data_dir.join("ledger")).context("opening the ledger store")?,
+        );
+        let (ledger, open_report) = Ledger::open(
+            store,
+            chain,
+            Arc::new(LocalEndorsers::new(endorsers)),
+            clock.now_ms(),
+        )
+        .context("opening the ledger")?;
+        let ledger = Arc::new(ledger);
+        let (writer, writer_thread) = Writer::spawn(
+            ledger.clone(),
+            clock.clone(),
+            WriterConfig {
+                block_interval: Duration::from_millis(cfg.ledger.block_interval_ms),
+                max_block_txs: cfg.ledger.max_block_txs,
+                queue: cfg.ledger.queue,
+            },
+        );
+        let state = Arc::new(AppState {
+            verifier: Verifier::new(&city.gateway.id, cfg.http.clock_skew_ms, clock.now_ms()),
+            registry: Arc::new(registry),
+            registry_hash: cfg.registry_sha256,
+            roots,
+            city: cfg.city.clone(),
+            gateway_id: city.gateway.id.clone(),
+            ledger,
+            writer,
+            subject_key,
+            clock,
+            max_body_bytes: cfg.http.max_body_bytes,
+            metrics: Metrics::default(),
+        });
+        Ok(Gateway {
+            state,
+            open_report,
+            writer_thread,
+        })
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` completes, then finishes the
+    /// requests in flight and drains the ledger writer.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Gateway {
+            state,
+            writer_thread,
+            ..
+        } = self;
+        let app = crate::api::router(state.clone());
+        drop(state);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("HTTP server")?;
+        // Every handler (and so every writer handle) is gone: the writer applies
+        // what is queued, then exits.
+        tokio::task::spawn_blocking(move || writer_thread.join())
+            .await
+            .context("joining the ledger writer")?;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing requests in flight");
+}

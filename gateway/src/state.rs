@@ -1,0 +1,42 @@
+//! The state every request handler shares.
+
+use std::sync::Arc;
+
+use proofs::Hash;
+use proofs::subject::SubjectKey;
+use proofs::trust::TrustRoots;
+use regions::Registry;
+
+use crate::auth::Verifier;
+use crate::clock::Clock;
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::writer::Writer;
+
+/// Shared state of one gateway.
+pub struct AppState {
+    /// The registry.
+    pub registry: Arc<Registry>,
+    /// Its pinned hash.
+    pub registry_hash: Hash,
+    /// Trust roots derived from it.
+    pub roots: TrustRoots,
+    /// This gateway's city.
+    pub city: String,
+    /// This gateway's registry id (the audience of signed requests).
+    pub gateway_id: String,
+    /// The ledger.
+    pub ledger: Arc<Ledger>,
+    /// The writer queue.
+    pub writer: Writer,
+    /// The city's subject-reference key.
+    pub subject_key: SubjectKey,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Request authentication.
+    pub verifier: Verifier,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Counters.
+    pub metrics: Metrics,
+}
