@@ -105,6 +105,9 @@ pub enum AuthError {
     /// The signature does not verify.
     #[error("signature does not verify for this gateway, method, path, time, nonce and body")]
     BadSignature,
+    /// Too many live nonces to remember another: retry shortly.
+    #[error("too many requests in the replay window; retry shortly")]
+    Overloaded,
 }
 
 impl AuthError {
@@ -117,6 +120,7 @@ impl AuthError {
             AuthError::Replayed => "auth.replayed",
             AuthError::UnknownMember(_) => "auth.unknown_member",
             AuthError::BadSignature => "auth.bad_signature",
+            AuthError::Overloaded => "auth.overloaded",
         }
     }
 }
@@ -211,7 +215,7 @@ impl Verifier {
             seen.retain(|_, exp| *exp >= now_ms);
         }
         if seen.len() >= MAX_NONCES {
-            return Err(AuthError::Replayed);
+            return Err(AuthError::Overloaded);
         }
         let expires = ts.saturating_add(self.skew_ms);
         if seen

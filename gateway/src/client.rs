@@ -155,11 +155,11 @@ pub fn sign_publication(
     secret: [u8; 32],
 ) -> Result<PublishRequest, RecordError> {
     let p = records::prepare(registry, chain_id, department, &record, secret, subject_key)?;
-    Ok(PublishRequest {
+    Ok(PublishRequest::new(
         record,
-        secret: hex::encode(secret),
-        signature: hex::encode(key.sign(&p.signing_bytes).0),
-    })
+        &secret,
+        &key.sign(&p.signing_bytes),
+    ))
 }
 
 /// An import batch signed once over the Merkle root of its records.
@@ -177,7 +177,11 @@ pub fn sign_import(
         let p = records::prepare(registry, chain_id, department, &r, secret, subject_key)?;
         leaves.push(proofs::merkle::leaf_hash(&p.signing_bytes));
         out.push(ImportRecord {
-            record: r,
+            record_type: r.record_type,
+            record_id: r.record_id,
+            version: r.version,
+            fields: r.fields,
+            issued_ms: r.issued_ms,
             secret: hex::encode(secret),
         });
     }

@@ -899,13 +899,15 @@ impl Ledger {
                 .record_version(&p.key, v)?
                 .map(|r| (r.commitment, r.location)),
         };
-        if let Some((commitment, location)) = existing {
-            return Ok(Some(match (commitment == p.record.commitment, location) {
-                (true, Some(location)) => Outcome::Duplicate { location },
+        if let Some((_, location)) = existing {
+            // A duplicate is the very same transaction (same values, secret, time
+            // and signature); anything else at this version is a conflict.
+            return Ok(Some(match location {
+                Some(location) if location.leaf == p.tx.leaf => Outcome::Duplicate { location },
                 _ => Outcome::Rejected {
                     code: "record.version_exists",
                     message: format!(
-                        "version {v} of this record exists with another commitment; publish version {} to supersede it",
+                        "version {v} of this record exists as another transaction; publish version {} to supersede it",
                         v + 1
                     ),
                 },

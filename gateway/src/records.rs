@@ -37,17 +37,51 @@ pub struct RecordInput {
     pub issued_ms: u64,
 }
 
-/// A publication: the record, its secret and the department's signature.
+/// A publication: the record's fields (as in [`RecordInput`]), its secret and
+/// the department's signature. The fields are spelt out rather than flattened
+/// so that unknown keys are refused and errors name the exact field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
-    /// The record.
-    #[serde(flatten)]
-    pub record: RecordInput,
+    /// Registry id of the record type.
+    pub record_type: String,
+    /// The department's id for the record.
+    pub record_id: String,
+    /// Version, from 1.
+    pub version: u32,
+    /// Field values as plain JSON.
+    pub fields: serde_json::Map<String, Json>,
+    /// When issued (Unix ms).
+    pub issued_ms: u64,
     /// The record secret its salts derive from (32 bytes, hex).
     pub secret: String,
     /// The department's signature over the commitment transaction (64 bytes, hex).
     pub signature: String,
+}
+
+impl PublishRequest {
+    /// Builds a request from a record, its secret and the signature.
+    pub fn new(r: RecordInput, secret: &[u8; 32], signature: &proofs::keys::Signature) -> Self {
+        PublishRequest {
+            record_type: r.record_type,
+            record_id: r.record_id,
+            version: r.version,
+            fields: r.fields,
+            issued_ms: r.issued_ms,
+            secret: hex::encode(secret),
+            signature: hex::encode(signature.0),
+        }
+    }
+    /// The record part.
+    pub fn record(&self) -> RecordInput {
+        RecordInput {
+            record_type: self.record_type.clone(),
+            record_id: self.record_id.clone(),
+            version: self.version,
+            fields: self.fields.clone(),
+            issued_ms: self.issued_ms,
+        }
+    }
 }
 
 /// A revocation request.
@@ -78,15 +112,35 @@ pub struct ImportRequest {
     pub seal_signature: String,
 }
 
-/// One record of an import.
+/// One record of an import (the fields of [`RecordInput`] and its secret).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportRecord {
-    /// The record.
-    #[serde(flatten)]
-    pub record: RecordInput,
+    /// Registry id of the record type.
+    pub record_type: String,
+    /// The department's id for the record.
+    pub record_id: String,
+    /// Version, from 1.
+    pub version: u32,
+    /// Field values as plain JSON.
+    pub fields: serde_json::Map<String, Json>,
+    /// When issued (Unix ms).
+    pub issued_ms: u64,
     /// Its secret (hex).
     pub secret: String,
+}
+
+impl ImportRecord {
+    /// The record part.
+    pub fn record(&self) -> RecordInput {
+        RecordInput {
+            record_type: self.record_type.clone(),
+            record_id: self.record_id.clone(),
+            version: self.version,
+            fields: self.fields.clone(),
+            issued_ms: self.issued_ms,
+        }
+    }
 }
 
 /// Why a record was refused. Every variant names the field at fault.
@@ -344,6 +398,9 @@ pub fn revocation(
         });
     }
     validate_id("record_id", &r.record_id)?;
+    if r.version == 0 {
+        return Err(field_err("version", "versions start at 1"));
+    }
     let body = TxBody::RecordRevoke {
         record_type: r.record_type.clone(),
         record_id: r.record_id.clone(),

@@ -182,10 +182,19 @@ impl SubjectId {
     /// Reads an identifier of unstated kind: a valid resident number, else a
     /// valid credit code, else a name. References do not depend on the kind, so
     /// the only effect is normalisation (identifiers are upper-cased).
+    ///
+    /// Eighteen letters and digits are always read as an identifier: a mistyped
+    /// identity number or credit code is refused, never taken for a name.
     pub fn infer(raw: &str) -> Result<Self, SubjectError> {
-        Self::new(IdKind::Resident, raw)
-            .or_else(|_| Self::new(IdKind::Uscc, raw))
-            .or_else(|_| Self::new(IdKind::Name, raw))
+        let t = raw.trim();
+        if t.len() == 18 && t.bytes().all(|c| c.is_ascii_alphanumeric()) {
+            let resident = Self::new(IdKind::Resident, raw);
+            if resident.is_ok() || t.bytes().take(17).all(|c| c.is_ascii_digit()) {
+                return resident.or_else(|e| Self::new(IdKind::Uscc, raw).map_err(|_| e));
+            }
+            return Self::new(IdKind::Uscc, raw);
+        }
+        Self::new(IdKind::Name, raw)
     }
     /// A resident identity number.
     pub fn resident(raw: &str) -> Result<Self, SubjectError> {
@@ -368,6 +377,20 @@ mod tests {
             (IdKind::Name, "南京长江数据科技有限公司")
         );
         assert!(SubjectId::infer("   ").is_err());
+        // A mistyped number is refused, never read as a name.
+        let mut bad = resident().into_bytes();
+        bad[17] = if bad[17] == b'0' { b'1' } else { b'0' };
+        let bad = String::from_utf8(bad).unwrap();
+        assert_eq!(
+            SubjectId::infer(&bad),
+            Err(SubjectError::Checksum {
+                kind: IdKind::Resident
+            })
+        );
+        assert!(
+            SubjectId::infer("91310000MA1FL4CT3Q").is_err()
+                || SubjectId::uscc("91310000MA1FL4CT3Q").is_ok()
+        );
         assert!(SubjectId::infer("a\u{7}b").is_err());
         assert!(SubjectId::new(IdKind::Name, &"x".repeat(201)).is_err());
     }

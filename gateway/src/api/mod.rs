@@ -56,6 +56,14 @@ impl ApiError {
     pub fn bad(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message).field(field)
     }
+    /// 422 with a field.
+    pub fn unprocessable(
+        code: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).field(field)
+    }
     /// 404.
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
@@ -130,6 +138,21 @@ impl FromRequest<Arc<AppState>> for Signed {
         let body = axum::body::to_bytes(body, limit)
             .await
             .map_err(|_| too_large(limit))?;
+        for name in [
+            crate::auth::MEMBER,
+            crate::auth::TIMESTAMP,
+            crate::auth::NONCE,
+            crate::auth::SIGNATURE,
+        ] {
+            if parts.headers.get(name).is_some_and(|v| v.to_str().is_err()) {
+                state.metrics.refusal("auth.malformed");
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "auth.malformed",
+                    format!("malformed header `{name}`"),
+                ));
+            }
+        }
         let path = parts
             .uri
             .path_and_query()
@@ -154,11 +177,12 @@ impl FromRequest<Arc<AppState>> for Signed {
             }),
             Err(e) => {
                 state.metrics.refusal(e.code());
-                Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    e.code(),
-                    e.to_string(),
-                ))
+                let status = if e == crate::auth::AuthError::Overloaded {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::UNAUTHORIZED
+                };
+                Err(ApiError::new(status, e.code(), e.to_string()))
             }
         }
     }
@@ -177,20 +201,30 @@ impl Signed {
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         parse_json(&self.body)
     }
-    /// Refuses members of other roles (403).
-    pub fn require(&self, role: proofs::trust::Role) -> Result<(), ApiError> {
-        if self.member.role == role {
-            Ok(())
-        } else {
-            Err(ApiError::new(
+    /// Refuses members of other roles, and members of other cities (403):
+    /// this gateway's records are written and read by its own city's departments.
+    pub fn require_local(&self, role: proofs::trust::Role, chain_id: &str) -> Result<(), ApiError> {
+        if self.member.role != role {
+            return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "auth.forbidden",
                 format!(
                     "this call is for a {role:?}; `{}` is a {:?}",
                     self.member.id, self.member.role
                 ),
-            ))
+            ));
         }
+        if self.member.chain != chain_id {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "auth.other_city",
+                format!(
+                    "`{}` belongs to another city's chain (`{}`), not `{chain_id}`",
+                    self.member.id, self.member.chain
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

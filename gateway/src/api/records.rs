@@ -36,8 +36,14 @@ fn record_error(e: RecordError) -> ApiError {
 }
 
 fn parse_hex<const N: usize>(field: &str, s: &str) -> Result<[u8; N], ApiError> {
-    proofs::hash::parse_fixed_hex::<N>(s)
-        .map_err(|e| ApiError::bad("request.invalid", field, format!("{field}: {e}")))
+    proofs::hash::parse_fixed_hex::<N>(s).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "request.invalid",
+            format!("{field}: {e}"),
+        )
+        .field(field)
+    })
 }
 
 fn submit_error(e: SubmitError) -> ApiError {
@@ -105,10 +111,13 @@ pub struct BatchResult {
 }
 
 fn single(outcome: Outcome) -> Result<(StatusCode, Json<WriteResult>), ApiError> {
-    let status = match &outcome {
+    // A refusal is an error like any other: 409 with the error body and its code.
+    let status = match outcome {
         Outcome::Written { .. } => StatusCode::CREATED,
         Outcome::Duplicate { .. } => StatusCode::OK,
-        Outcome::Rejected { .. } => StatusCode::CONFLICT,
+        Outcome::Rejected { code, message } => {
+            return Err(ApiError::new(StatusCode::CONFLICT, code, message));
+        }
     };
     Ok((status, Json(outcome.into())))
 }
@@ -126,7 +135,7 @@ fn publication(
         &s.registry,
         s.ledger.chain_id(),
         department,
-        &p.record,
+        &p.record(),
         secret,
         &s.subject_key,
     )
@@ -169,7 +178,7 @@ pub async fn publish(
     State(s): State<Arc<AppState>>,
     signed: Signed,
 ) -> Result<(StatusCode, Json<WriteResult>), ApiError> {
-    signed.require(Role::Department)?;
+    signed.require_local(Role::Department, s.ledger.chain_id())?;
     let req: PublishRequest = signed.json()?;
     let intent = publication(&s, &signed.member.id, &req, "")?;
     let mut out = s.writer.submit(vec![intent]).await.map_err(submit_error)?;
@@ -195,10 +204,10 @@ pub async fn publish_batch(
     State(s): State<Arc<AppState>>,
     signed: Signed,
 ) -> Result<Json<BatchResult>, ApiError> {
-    signed.require(Role::Department)?;
+    signed.require_local(Role::Department, s.ledger.chain_id())?;
     let req: BatchRequest = signed.json()?;
     if req.records.is_empty() || req.records.len() > MAX_BATCH_RECORDS {
-        return Err(ApiError::bad(
+        return Err(ApiError::unprocessable(
             "request.invalid",
             "records",
             format!("a batch holds 1–{MAX_BATCH_RECORDS} records"),
@@ -229,10 +238,10 @@ pub async fn import(
     State(s): State<Arc<AppState>>,
     signed: Signed,
 ) -> Result<Json<BatchResult>, ApiError> {
-    signed.require(Role::Department)?;
+    signed.require_local(Role::Department, s.ledger.chain_id())?;
     let req: ImportRequest = signed.json()?;
     if req.records.is_empty() || req.records.len() > MAX_BATCH_RECORDS {
-        return Err(ApiError::bad(
+        return Err(ApiError::unprocessable(
             "request.invalid",
             "records",
             format!("an import batch holds 1–{MAX_BATCH_RECORDS} records"),
@@ -250,7 +259,7 @@ pub async fn import(
                 &s2.registry,
                 s2.ledger.chain_id(),
                 &dept,
-                &r.record,
+                &r.record(),
                 secret,
                 &s2.subject_key,
             )
@@ -329,7 +338,7 @@ pub async fn revoke(
     State(s): State<Arc<AppState>>,
     signed: Signed,
 ) -> Result<(StatusCode, Json<WriteResult>), ApiError> {
-    signed.require(Role::Department)?;
+    signed.require_local(Role::Department, s.ledger.chain_id())?;
     let req: RevokeRequest = signed.json()?;
     let sig = parse_hex::<64>("signature", &req.signature)?;
     let (key, body, sb) =
@@ -386,7 +395,7 @@ fn owner_key(
     record_type: &str,
     record_id: &str,
 ) -> Result<RecordKey, ApiError> {
-    signed.require(Role::Department)?;
+    signed.require_local(Role::Department, s.ledger.chain_id())?;
     let owns = s
         .registry
         .department(&signed.member.id)
