@@ -255,6 +255,7 @@ async fn raw(
     (status, resp.json().await.unwrap_or_default())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn signed(
     member: &str,
     signer: &str,
