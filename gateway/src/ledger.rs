@@ -21,6 +21,7 @@
 //! | `S` record key | record state (latest version, revocations) |
 //! | `J` subject ref record key | subject index |
 //! | `B` batch root | seal location, first member, count |
+//! | `L` batch root | the batch's tree levels (member paths) |
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -596,16 +597,19 @@ impl Ledger {
                 leaf: seal_leaf,
             })?
             .ok_or_else(|| corrupt(seal_height, "missing seal block"))?;
-        let mut member_leaves = Vec::with_capacity(count as usize);
-        for i in first..first + count {
-            let b = self
-                .tx_bytes(seal_height, i)?
-                .ok_or_else(|| corrupt(seal_height, "missing batch member"))?;
-            let t = Transaction::decode(&b).map_err(|e| corrupt(seal_height, e.to_string()))?;
-            member_leaves.push(merkle::leaf_hash(&t.signing_bytes()));
+        let _ = first;
+        // The batch's tree levels are stored with it: a member path is a lookup.
+        let levels = self
+            .store
+            .get(&key(b'L', &[&root.0]))?
+            .ok_or_else(|| corrupt(seal_height, "batch tree levels missing"))?;
+        if merkle::root_from_levels(&levels) != Some(root) {
+            return Err(corrupt(
+                seal_height,
+                "batch tree levels do not hash to the sealed root",
+            ));
         }
-        let member = merkle::MerkleTree::from_leaf_hashes(&member_leaves)
-            .inclusion_proof(index as usize)
+        let member = proof_from_levels(&levels, u64::from(count), u64::from(index))
             .ok_or_else(|| corrupt(seal_height, "member index outside its batch"))?;
         Ok(Some(bundle.with_batch(seal_bundle, member)))
     }
@@ -810,6 +814,15 @@ impl Ledger {
                     info.extend_from_slice(&first.to_be_bytes());
                     info.extend_from_slice(&count.to_be_bytes());
                     batch.put(key(b'B', &[&root.0]), info);
+                    // Member leaves are the hashes of their signing bytes: the
+                    // encoding minus the 37-byte batch authorization (02 ‖ root ‖ index).
+                    let member_leaves: Vec<Hash> = members
+                        .iter()
+                        .map(|m| {
+                            merkle::leaf_hash(&m.tx.bytes[..m.tx.bytes.len().saturating_sub(37)])
+                        })
+                        .collect();
+                    batch.put(key(b'L', &[&root.0]), flat_levels(&member_leaves));
                     let mut os = Vec::with_capacity(members.len());
                     for m in members {
                         let loc = self.stage_publish(

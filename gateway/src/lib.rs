@@ -21,6 +21,7 @@
 //! * [`metrics`], [`state`], [`clock`].
 pub mod api;
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod clock;
@@ -32,4 +33,5 @@ pub mod records;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod testkit;
 pub mod writer;

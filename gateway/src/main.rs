@@ -65,12 +65,45 @@ enum Command {
         #[command(subcommand)]
         command: cli::RecordsCommand,
     },
+    /// Benchmarks (see docs/performance.md).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Fetch a transaction's proof bundle and verify it locally with the registry.
     Proof {
         #[command(flatten)]
         client: cli::ClientArgs,
         /// The transaction's leaf hash.
         leaf: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Ledger benchmarks: API ingest, latency, bulk import, sizes, proof generation.
+    Ingest {
+        /// Records for the API ingest run.
+        #[arg(long, default_value_t = 200_000)]
+        records: usize,
+        /// Records per HTTP request.
+        #[arg(long, default_value_t = 200)]
+        per_request: usize,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Records for the bulk import run.
+        #[arg(long, default_value_t = 1_000_000)]
+        import_records: usize,
+        /// Records per import batch.
+        #[arg(long, default_value_t = 4096)]
+        import_batch: usize,
+        /// Proofs to generate.
+        #[arg(long, default_value_t = 200_000)]
+        proofs: usize,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -256,5 +289,32 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Records { client, command } => cli::records(client, command).await,
         Command::Proof { client, leaf } => cli::proof(client, &leaf).await,
+        Command::Bench {
+            command:
+                BenchCommand::Ingest {
+                    records,
+                    per_request,
+                    connections,
+                    import_records,
+                    import_batch,
+                    proofs,
+                    json,
+                },
+        } => {
+            let figs = gateway::bench::run(gateway::bench::Options {
+                ingest_records: records,
+                per_request,
+                connections,
+                import_records,
+                import_batch,
+                proofs,
+            })
+            .await?;
+            gateway::bench::print_table(&figs);
+            if let Some(p) = json {
+                std::fs::write(&p, serde_json::to_vec_pretty(&figs)?)?;
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
     }
 }

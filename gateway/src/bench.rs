@@ -1,0 +1,553 @@
+//! `tongban bench ingest`: the ledger's benchmarks, each beside its floor
+//! measured in the same run.
+//!
+//! * **API ingest**: pre-signed record commitments posted over real HTTP
+//!   (batches of individually signed records, several connections), durable
+//!   before each answer. Floor: strict signature verification + commitment and
+//!   leaf hashing of the same records on all cores, plus a sled write of the
+//!   same bytes with one flush per block.
+//! * **Latency** at half the measured rate: p50/p99 of acknowledgements.
+//! * **Bulk import**: batches sealed by one signature each; at least 1 million
+//!   records by default, throughput per 100k-record window to show the curve.
+//! * **Sizes**: on-chain bytes per record (signed and batched), disk per record.
+//! * **Proof generation**: bundles served from the stored tree levels.
+//!
+//! Runs on the example region's **test keys** in a temp dir.
+
+// A benchmark report goes to standard output.
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proofs::Hash;
+use serde::Serialize;
+
+use crate::api::records::{BatchResult, WriteResult};
+use crate::client::{Client, sign_import, sign_publication};
+use crate::records::{PublishRequest, RecordInput};
+use crate::testkit::{CityFiles, city_files, key, marriage, start, subject_key};
+
+const DEPT: &str = "nanjing.civil-affairs";
+
+/// Benchmark sizes.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Records for the API ingest run.
+    pub ingest_records: usize,
+    /// Records per HTTP request.
+    pub per_request: usize,
+    /// Concurrent connections.
+    pub connections: usize,
+    /// Records for the bulk import run.
+    pub import_records: usize,
+    /// Records per import batch.
+    pub import_batch: usize,
+    /// Proofs to generate.
+    pub proofs: usize,
+}
+
+/// One figure with its target and floor.
+#[derive(Debug, Serialize)]
+pub struct Figure {
+    /// What.
+    pub name: String,
+    /// Measured value.
+    pub value: f64,
+    /// Unit.
+    pub unit: String,
+    /// The target, in words.
+    pub target: String,
+    /// Measured / floor (time ratio; 1.0 = no overhead of our own), where a floor applies.
+    pub floor_ratio: Option<f64>,
+}
+
+fn figure(name: &str, value: f64, unit: &str, target: &str, floor_ratio: Option<f64>) -> Figure {
+    Figure {
+        name: name.into(),
+        value,
+        unit: unit.into(),
+        target: target.into(),
+        floor_ratio,
+    }
+}
+
+fn chain_id(files: &CityFiles) -> String {
+    files
+        .registry
+        .city("nanjing")
+        .map(|c| c.chain.chain_id.clone())
+        .unwrap_or_default()
+}
+
+fn input(prefix: &str, i: u64) -> RecordInput {
+    marriage(
+        &format!("{prefix}-{i:08}"),
+        1,
+        i,
+        i + 7_000_000,
+        if i.is_multiple_of(3) {
+            "divorced"
+        } else {
+            "married"
+        },
+    )
+}
+
+fn presign(files: &CityFiles, prefix: &str, n: usize) -> Vec<PublishRequest> {
+    let chain = chain_id(files);
+    let k = key(DEPT);
+    let sk = subject_key("nanjing");
+    (0..n as u64)
+        .map(|i| {
+            let mut secret = [0u8; 32];
+            secret[..8].copy_from_slice(&i.to_be_bytes());
+            sign_publication(
+                &files.registry,
+                &chain,
+                DEPT,
+                &k,
+                &sk,
+                input(prefix, i),
+                secret,
+            )
+            .expect("valid bench record")
+        })
+        .collect()
+}
+
+/// The floor of API ingest: what the gateway cannot avoid for these records —
+/// verify each signature strictly and hash the commitment and leaf (in
+/// parallel on all cores), and write the same bytes to sled with one flush per
+/// block of `block` records. Returns seconds.
+fn ingest_floor(files: &CityFiles, reqs: &[PublishRequest], block: usize) -> f64 {
+    let chain = chain_id(files);
+    let sk = subject_key("nanjing");
+    let pk = key(DEPT).public();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let start = Instant::now();
+    let chunks: Vec<&[PublishRequest]> = reqs.chunks(reqs.len().div_ceil(threads)).collect();
+    let prepared: Vec<Vec<(Vec<u8>, Vec<u8>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .iter()
+            .map(|chunk| {
+                let (chain, sk) = (&chain, &sk);
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|r| {
+                            let secret =
+                                proofs::hash::parse_fixed_hex::<32>(&r.secret).unwrap_or_default();
+                            let p = crate::records::prepare(
+                                &files.registry,
+                                chain,
+                                DEPT,
+                                &r.record(),
+                                secret,
+                                sk,
+                            )
+                            .expect("valid");
+                            let sig = proofs::keys::Signature(
+                                proofs::hash::parse_fixed_hex::<64>(&r.signature)
+                                    .unwrap_or([0; 64]),
+                            );
+                            pk.verify(&p.signing_bytes, &sig).expect("valid signature");
+                            let value = serde_json::to_vec(&p.record).unwrap_or_default();
+                            let mut tx = p.signing_bytes;
+                            tx.extend_from_slice(&sig.0);
+                            let leaf = proofs::merkle::leaf_hash(&tx);
+                            (leaf.0.to_vec(), [tx, value].concat())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = crate::store::SledStore::open(dir.path()).expect("sled");
+    let all: Vec<(Vec<u8>, Vec<u8>)> = prepared.into_iter().flatten().collect();
+    for chunk in all.chunks(block) {
+        let mut b = crate::store::WriteBatch::new();
+        for (k, v) in chunk {
+            b.put(k.clone(), v.clone());
+        }
+        crate::store::Store::commit(&store, b).expect("commit");
+    }
+    start.elapsed().as_secs_f64()
+}
+
+async fn post_all(
+    url: &str,
+    files: &CityFiles,
+    reqs: Vec<PublishRequest>,
+    per_request: usize,
+    connections: usize,
+) -> (f64, Vec<f64>) {
+    let gw = files
+        .registry
+        .city("nanjing")
+        .map(|c| c.gateway.id.clone())
+        .unwrap_or_default();
+    let batches: Vec<serde_json::Value> = reqs
+        .chunks(per_request)
+        .map(|c| serde_json::json!({ "records": c }))
+        .collect();
+    let queue = Arc::new(std::sync::Mutex::new(
+        batches
+            .into_iter()
+            .collect::<std::collections::VecDeque<_>>(),
+    ));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (queue, url, gw) = (queue.clone(), url.to_owned(), gw.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = Client::new(&url, DEPT, key(DEPT), &gw);
+            let mut lat = Vec::new();
+            loop {
+                let next = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None);
+                let Some(b) = next else { break };
+                let t = Instant::now();
+                loop {
+                    match c.post::<_, BatchResult>("/v1/records/batch", &b).await {
+                        Ok((_, r)) => {
+                            assert!(
+                                r.results.iter().all(|w| w.outcome == "written"),
+                                "bench records are fresh"
+                            );
+                            break;
+                        }
+                        Err(crate::client::ClientError::Api { status: 503, .. }) => {
+                            tokio::time::sleep(Duration::from_millis(2)).await
+                        }
+                        Err(e) => panic!("ingest failed: {e}"),
+                    }
+                }
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap_or_default());
+    }
+    (start.elapsed().as_secs_f64(), lat)
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+/// Runs every ledger benchmark and returns the figures.
+pub async fn run(o: Options) -> anyhow::Result<Vec<Figure>> {
+    let mut out = Vec::new();
+    let files = city_files(
+        "nanjing",
+        "[ledger]\nblock_interval_ms = 5\nmax_block_txs = 8192\nqueue = 4096\n",
+    );
+    let gw = start(&files).await;
+
+    // 1. API ingest, throughput.
+    eprintln!(
+        "bench: signing {} records for API ingest…",
+        o.ingest_records
+    );
+    let reqs = presign(&files, "api", o.ingest_records);
+    let floor_s = tokio::task::block_in_place(|| ingest_floor(&files, &reqs, 2_000));
+    eprintln!("bench: posting…");
+    let (secs, _) = post_all(&gw.url, &files, reqs, o.per_request, o.connections).await;
+    let rate = o.ingest_records as f64 / secs;
+    out.push(figure(
+        "API ingest, durable (signed record commitments over HTTP)",
+        rate,
+        "records/s",
+        "≥ 20,000 records/s",
+        Some(secs / floor_s),
+    ));
+    out.push(figure(
+        "API ingest floor (verify + hash + sled write, same records)",
+        o.ingest_records as f64 / floor_s,
+        "records/s",
+        "floor",
+        None,
+    ));
+
+    // 2. Latency at half that rate (open loop: one request of `per_request` records every period).
+    let half = (rate / 2.0).max(100.0);
+    let n = (half as usize * 5).min(o.ingest_records);
+    let reqs = presign(&files, "lat", n);
+    let per = 20usize;
+    let period = Duration::from_secs_f64(per as f64 / half);
+    let gwid = files
+        .registry
+        .city("nanjing")
+        .map(|c| c.gateway.id.clone())
+        .unwrap_or_default();
+    let client = Arc::new(Client::new(&gw.url, DEPT, key(DEPT), &gwid));
+    let mut tick = tokio::time::interval(period);
+    let mut handles = Vec::new();
+    for chunk in reqs.chunks(per) {
+        tick.tick().await;
+        let body = serde_json::json!({ "records": chunk });
+        let c = client.clone();
+        handles.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = c.post::<_, BatchResult>("/v1/records/batch", &body).await;
+            (r.is_ok(), t.elapsed().as_secs_f64() * 1000.0)
+        }));
+    }
+    let mut lat = Vec::new();
+    for h in handles {
+        let (ok, ms) = h.await?;
+        anyhow::ensure!(ok, "a latency-run request failed");
+        lat.push(ms);
+    }
+    out.push(figure(
+        &format!("ack latency p50 at {half:.0} records/s (requests of {per})"),
+        pct(&mut lat, 0.50),
+        "ms",
+        "—",
+        None,
+    ));
+    out.push(figure(
+        &format!("ack latency p99 at {half:.0} records/s (requests of {per})"),
+        pct(&mut lat, 0.99),
+        "ms",
+        "≤ 20 ms",
+        None,
+    ));
+
+    // 3. A single publication's latency, unloaded (one record, one block, one flush).
+    let one = presign(&files, "one", 200);
+    let mut lat1 = Vec::new();
+    for r in &one {
+        let t = Instant::now();
+        let _: (u16, WriteResult) = client.post("/v1/records", r).await?;
+        lat1.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    out.push(figure(
+        "single publish, unloaded, p50",
+        pct(&mut lat1, 0.5),
+        "ms",
+        "—",
+        None,
+    ));
+
+    // 4. Bulk import.
+    eprintln!("bench: bulk import of {} records…", o.import_records);
+    let chain = chain_id(&files);
+    let k = key(DEPT);
+    let sk = subject_key("nanjing");
+    let t0 = Instant::now();
+    let mut done = 0usize;
+    let mut windows = Vec::new();
+    let mut last = (Instant::now(), 0usize);
+    let mut next_id = 0u64;
+    let (txq, mut rxq) = tokio::sync::mpsc::channel::<crate::records::ImportRequest>(2);
+    let batch = o.import_batch;
+    let total = o.import_records;
+    let registry = files.registry.clone();
+    let producer = tokio::task::spawn_blocking(move || {
+        while (next_id as usize) < total {
+            let n = batch.min(total - next_id as usize);
+            let recs: Vec<_> = (next_id..next_id + n as u64)
+                .map(|i| {
+                    let mut s = [0u8; 32];
+                    s[..8].copy_from_slice(&i.to_be_bytes());
+                    s[8] = 0x11;
+                    (input("imp", i), s)
+                })
+                .collect();
+            next_id += n as u64;
+            let req = sign_import(&registry, &chain, DEPT, &k, &sk, recs).expect("valid import");
+            if txq.blocking_send(req).is_err() {
+                return;
+            }
+        }
+    });
+    while let Some(req) = rxq.recv().await {
+        let n = req.records.len();
+        loop {
+            match client
+                .post::<_, BatchResult>("/v1/records/import", &req)
+                .await
+            {
+                Ok((_, r)) => {
+                    anyhow::ensure!(
+                        r.results.iter().all(|w| w.outcome == "written"),
+                        "import batch refused"
+                    );
+                    break;
+                }
+                Err(crate::client::ClientError::Api { status: 503, .. }) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        done += n;
+        if done - last.1 >= 100_000 || done == total {
+            windows.push((
+                done,
+                (done - last.1) as f64 / last.0.elapsed().as_secs_f64(),
+            ));
+            eprintln!(
+                "bench: imported {done} ({:.0} records/s in the last window)",
+                windows.last().map(|w| w.1).unwrap_or(0.0)
+            );
+            last = (Instant::now(), done);
+        }
+    }
+    producer.await?;
+    let secs = t0.elapsed().as_secs_f64();
+    let rate = total as f64 / secs;
+    out.push(figure(&format!("bulk import, {total} records end to end (client prepares and signs, gateway verifies and writes)"), rate, "records/s", "≥ 50,000 records/s", None));
+    let tail =
+        windows.iter().rev().take(3).map(|w| w.1).sum::<f64>() / windows.len().clamp(1, 3) as f64;
+    out.push(figure(
+        "bulk import, last windows",
+        tail,
+        "records/s",
+        "—",
+        None,
+    ));
+    out.push(figure(
+        "Nanjing's 37.43 M licences at the last windows' rate",
+        37_430_000.0 / tail / 60.0,
+        "minutes",
+        "< 15 minutes",
+        None,
+    ));
+
+    // 5. Sizes.
+    let ledger = gw.state.ledger.clone();
+    let head = ledger.head();
+    let (mut signed_bytes, mut signed_n, mut batched_bytes, mut batched_n, mut headers) =
+        (0usize, 0usize, 0usize, 0usize, 0usize);
+    for h in 1..=head.height {
+        let Some(ch) = ledger.header(h)? else {
+            continue;
+        };
+        headers += ch.encode().len();
+        for i in 0..ch.header.tx_count as u32 {
+            let Some(b) = ledger.tx_bytes(h, i)? else {
+                continue;
+            };
+            match proofs::tx::Transaction::decode(&b).map(|t| (t.auth, t.body)) {
+                Ok((
+                    proofs::tx::Authorization::Signed(_),
+                    proofs::tx::TxBody::RecordCommit { .. },
+                )) => {
+                    signed_bytes += b.len();
+                    signed_n += 1;
+                }
+                Ok((proofs::tx::Authorization::Batched { .. }, _)) => {
+                    batched_bytes += b.len();
+                    batched_n += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    let records = (signed_n + batched_n).max(1);
+    out.push(figure(
+        "on-chain bytes per signed record commitment",
+        signed_bytes as f64 / signed_n.max(1) as f64,
+        "bytes",
+        "≤ 300 bytes",
+        None,
+    ));
+    out.push(figure(
+        "on-chain bytes per batched record commitment",
+        batched_bytes as f64 / batched_n.max(1) as f64,
+        "bytes",
+        "≤ 300 bytes",
+        None,
+    ));
+    out.push(figure(
+        "header + certificate bytes per record (amortised)",
+        headers as f64 / records as f64,
+        "bytes",
+        "—",
+        None,
+    ));
+    out.push(figure(
+        "disk per record, all included (sled, values, indexes, tree levels)",
+        ledger.size_on_disk() as f64 / records as f64,
+        "bytes",
+        "measured",
+        None,
+    ));
+
+    // 6. Proof generation from stored tree levels.
+    let mut leaves: Vec<Hash> = Vec::new();
+    'outer: for h in (1..=head.height).rev() {
+        let Some(ch) = ledger.header(h)? else {
+            continue;
+        };
+        for i in 0..ch.header.tx_count as u32 {
+            if let Some(b) = ledger.tx_bytes(h, i)? {
+                leaves.push(proofs::merkle::leaf_hash(&b));
+                if leaves.len() >= 100_000 {
+                    break 'outer;
+                }
+            }
+        }
+    }
+    let pick = |i: usize| leaves[(i * 7919) % leaves.len()];
+    let t = Instant::now();
+    let mut n = 0;
+    while n < o.proofs {
+        let l = pick(n);
+        // Plain bundles: the location lookup, header, transaction and tree levels.
+        if let Some(loc) = ledger.locate(&l)? {
+            let _ = ledger.header(loc.height)?;
+            let _ = ledger.tx_bytes(loc.height, loc.index)?;
+        }
+        n += 1;
+    }
+    let lookup_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for i in 0..o.proofs {
+        let b = ledger.bundle(&pick(i))?;
+        anyhow::ensure!(b.is_some(), "bundle missing");
+    }
+    let secs = t.elapsed().as_secs_f64();
+    out.push(figure(
+        "proof generation (bundle incl. batch seal and member path)",
+        o.proofs as f64 / secs,
+        "proofs/s",
+        "≥ 50,000 proofs/s",
+        Some(secs / lookup_s),
+    ));
+
+    gw.stop().await;
+    Ok(out)
+}
+
+/// Prints figures as a markdown table.
+pub fn print_table(figs: &[Figure]) {
+    println!("| figure | value | unit | target | ratio to floor |");
+    println!("|---|---|---|---|---|");
+    for f in figs {
+        let r = f
+            .floor_ratio
+            .map(|r| format!("{r:.2}×"))
+            .unwrap_or_else(|| "–".into());
+        println!(
+            "| {} | {:.1} | {} | {} | {} |",
+            f.name, f.value, f.unit, f.target, r
+        );
+    }
+}

@@ -1,0 +1,216 @@
+//! A kit for tests and benchmarks: a city of the example region with its
+//! **test keys** (derived from public labels, never secure) written as key
+//! files in a temp dir, a config, and an in-process gateway on 127.0.0.1:0.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::client::Client;
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::keyfile::{self, KeyKind};
+use crate::server::Gateway;
+use proofs::SigningKey;
+use proofs::keys::test_seed;
+use proofs::subject::SubjectKey;
+use regions::Registry;
+use regions::test_keys::signing_key;
+
+/// The example registry file in the source tree.
+pub fn example_registry() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../regions/examples/yangtze-delta.toml")
+}
+
+/// A city's files: registry copy, key files, config.
+pub struct CityFiles {
+    /// The folder (removed on drop).
+    pub dir: tempfile::TempDir,
+    #[allow(missing_docs)]
+    pub city: String,
+    #[allow(missing_docs)]
+    pub config_path: PathBuf,
+    #[allow(missing_docs)]
+    pub registry: Registry,
+    #[allow(missing_docs)]
+    pub registry_hash: proofs::Hash,
+    #[allow(missing_docs)]
+    pub registry_path: PathBuf,
+}
+
+/// The test subject key of a city.
+pub fn subject_key(city: &str) -> SubjectKey {
+    SubjectKey::from_bytes(test_seed(&format!("{city}/subject")))
+}
+
+/// Writes a key file.
+pub fn write_key(dir: &Path, name: &str, kind: KeyKind, id: &str, secret: &[u8; 32]) -> PathBuf {
+    let p = dir.join(name);
+    keyfile::write(&p, kind, id, secret).expect("test kit");
+    p
+}
+
+/// Lays out `city`'s gateway files; `extra` is appended to the config.
+pub fn city_files(city: &str, extra: &str) -> CityFiles {
+    let dir = tempfile::tempdir().expect("test kit");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).expect("test kit");
+    let registry_path = dir.path().join("registry.toml");
+    std::fs::copy(example_registry(), &registry_path).expect("test kit");
+    let (registry, registry_hash) = regions::load(&registry_path).expect("test kit");
+    let gw_id = registry.city(city).expect("test kit").gateway.id.clone();
+    write_key(
+        &keys,
+        "gateway.key",
+        KeyKind::Ed25519,
+        &gw_id,
+        &signing_key(&gw_id).to_seed(),
+    );
+    let mut endorsers = Vec::new();
+    for i in 1..=3 {
+        let label = format!("{city}/endorser/{i}");
+        let name = format!("endorser-{i}.key");
+        write_key(
+            &keys,
+            &name,
+            KeyKind::Ed25519,
+            &label,
+            &signing_key(&label).to_seed(),
+        );
+        endorsers.push(format!("\"keys/{name}\""));
+    }
+    write_key(
+        &keys,
+        "subject.key",
+        KeyKind::Subject,
+        city,
+        &subject_key(city).to_bytes(),
+    );
+    let config = format!(
+        r#"city = "{city}"
+registry = "registry.toml"
+registry_sha256 = "{registry_hash}"
+data_dir = "data"
+http_listen = "127.0.0.1:0"
+
+[keys]
+gateway = "keys/gateway.key"
+endorsers = [{}]
+subject = "keys/subject.key"
+{extra}
+"#,
+        endorsers.join(", ")
+    );
+    let config_path = dir.path().join("gateway.toml");
+    std::fs::write(&config_path, config).expect("test kit");
+    CityFiles {
+        dir,
+        city: city.into(),
+        config_path,
+        registry,
+        registry_hash,
+        registry_path,
+    }
+}
+
+/// A gateway running in this process.
+pub struct Running {
+    #[allow(missing_docs)]
+    pub url: String,
+    /// Its shared state.
+    pub state: Arc<crate::state::AppState>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    /// Graceful shutdown; waits until the writer drained.
+    pub async fn stop(self) {
+        let Running {
+            stop, task, state, ..
+        } = self;
+        // The writer drains and exits only once every handle to the state is gone.
+        drop(state);
+        if let Some(s) = stop {
+            let _ = s.send(());
+        }
+        if let Some(t) = task {
+            tokio::time::timeout(std::time::Duration::from_secs(30), t)
+                .await
+                .expect("gateway stops within 30 s")
+                .expect("test kit")
+                .expect("test kit");
+        }
+    }
+}
+
+/// Opens and serves the gateway of `files` in this process.
+pub async fn start(files: &CityFiles) -> Running {
+    let cfg = Config::load(&files.config_path, &|_| None).expect("test kit");
+    let gw = Gateway::open(&cfg, Arc::new(SystemClock)).expect("test kit");
+    let state = gw.state.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("test kit");
+    let url = format!("http://{}", listener.local_addr().expect("test kit"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(gw.serve(listener, async move {
+        let _ = rx.await;
+    }));
+    Running {
+        url,
+        state,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+/// A client acting as `member` towards `city`'s gateway.
+pub fn client(r: &Running, files: &CityFiles, member: &str) -> Client {
+    let gw = files
+        .registry
+        .city(&files.city)
+        .expect("test kit")
+        .gateway
+        .id
+        .clone();
+    Client::new(&r.url, member, signing_key(member), &gw)
+}
+
+/// A member's test signing key.
+pub fn key(member: &str) -> SigningKey {
+    signing_key(member)
+}
+
+/// A synthetic resident identity number with a valid check digit.
+pub fn resident(n: u64) -> String {
+    let base = format!("3201021985{:07}", n % 10_000_000);
+    format!(
+        "{base}{}",
+        proofs::subject::SubjectId::resident_check_char(&base).expect("test kit")
+    )
+}
+
+/// A marriage record input.
+pub fn marriage(
+    id: &str,
+    version: u32,
+    a: u64,
+    b: u64,
+    status: &str,
+) -> crate::records::RecordInput {
+    let fields = serde_json::json!({
+        "certificate_number": id,
+        "party_a_id": resident(a),
+        "party_b_id": resident(b),
+        "status": status,
+        "registration_date": "2019-05-20",
+        "registering_office": "Xuanwu District Marriage Registry",
+    });
+    crate::records::RecordInput {
+        record_type: "marriage".into(),
+        record_id: id.into(),
+        version,
+        fields: fields.as_object().expect("test kit").clone(),
+        issued_ms: 1_558_310_400_000,
+    }
+}
