@@ -542,15 +542,19 @@ impl Ledger {
             .get(&key(b'T', &[&be8(height), &index.to_be_bytes()]))?)
     }
     fn plain_bundle(&self, loc: &TxLocation) -> Result<Option<ProofBundle>, LedgerError> {
-        let (Some(header), Some(tx), Some(levels)) = (
+        let (Some(header), Some(tx)) = (
             self.header(loc.height)?,
             self.tx_bytes(loc.height, loc.index)?,
-            self.store.get(&key(b'N', &[&be8(loc.height)]))?,
         ) else {
             return Ok(None);
         };
-        let proof = proof_from_levels(&levels, header.header.tx_count, u64::from(loc.index))
-            .ok_or_else(|| corrupt(loc.height, "tree levels too short"))?;
+        // Read the path straight out of the stored levels (no copy of the whole tree).
+        let mut proof = None;
+        self.store
+            .peek(&key(b'N', &[&be8(loc.height)]), &mut |levels| {
+                proof = proof_from_levels(levels, header.header.tx_count, u64::from(loc.index));
+            })?;
+        let proof = proof.ok_or_else(|| corrupt(loc.height, "tree levels missing or too short"))?;
         Ok(Some(ProofBundle {
             header,
             tx,
@@ -599,18 +603,20 @@ impl Ledger {
             .ok_or_else(|| corrupt(seal_height, "missing seal block"))?;
         let _ = first;
         // The batch's tree levels are stored with it: a member path is a lookup.
-        let levels = self
-            .store
-            .get(&key(b'L', &[&root.0]))?
-            .ok_or_else(|| corrupt(seal_height, "batch tree levels missing"))?;
-        if merkle::root_from_levels(&levels) != Some(root) {
+        let mut member = None;
+        let mut top = None;
+        self.store.peek(&key(b'L', &[&root.0]), &mut |levels| {
+            top = merkle::root_from_levels(levels);
+            member = proof_from_levels(levels, u64::from(count), u64::from(index));
+        })?;
+        if top != Some(root) {
             return Err(corrupt(
                 seal_height,
-                "batch tree levels do not hash to the sealed root",
+                "batch tree levels missing or not hashing to the sealed root",
             ));
         }
-        let member = proof_from_levels(&levels, u64::from(count), u64::from(index))
-            .ok_or_else(|| corrupt(seal_height, "member index outside its batch"))?;
+        let member =
+            member.ok_or_else(|| corrupt(seal_height, "member index outside its batch"))?;
         Ok(Some(bundle.with_batch(seal_bundle, member)))
     }
     /// The state of a record.

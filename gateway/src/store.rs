@@ -60,6 +60,8 @@ impl WriteBatch {
 pub trait Store: Send + Sync + 'static {
     /// Reads one key.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Lets `f` look at one value in place (no copy of large values); false if absent.
+    fn peek(&self, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool, StoreError>;
     /// All pairs whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError>;
     /// Visits pairs with keys in `[from, to)` in order until `f` returns false.
@@ -96,6 +98,9 @@ impl SledStore {
 impl Store for SledStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+    fn peek(&self, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool, StoreError> {
+        Ok(self.tree.get(key)?.map(|v| f(&v)).is_some())
     }
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
         self.tree
@@ -156,6 +161,9 @@ impl MemStore {
 impl Store for MemStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.read()?.get(key).cloned())
+    }
+    fn peek(&self, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool, StoreError> {
+        Ok(self.read()?.get(key).map(|v| f(v)).is_some())
     }
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
         Ok(self
