@@ -45,8 +45,19 @@ enum Command {
     /// Run one city's gateway.
     Serve {
         /// The gateway configuration (TOML).
-        #[arg(long, env = "TONGBAN_CONFIG")]
-        config: PathBuf,
+        #[arg(long, env = "TONGBAN_CONFIG", required_unless_present = "example_city")]
+        config: Option<PathBuf>,
+        /// Instead of a config: run an example gateway for this city of the
+        /// example region (`nanjing`, `shanghai`, `hangzhou`, `hefei`), with TEST
+        /// keys laid out in --dir on first use.
+        #[arg(long, conflicts_with = "config")]
+        example_city: Option<String>,
+        /// Folder for --example-city.
+        #[arg(long, default_value = "target/tongban-example")]
+        dir: PathBuf,
+        /// Listen address for --example-city.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
     },
     /// Key files.
     Keys {
@@ -181,7 +192,35 @@ fn main() -> std::process::ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
     match command {
-        Command::Serve { config } => {
+        Command::Serve {
+            config,
+            example_city,
+            dir,
+            listen,
+        } => {
+            let config = match (config, example_city) {
+                (Some(c), _) => c,
+                (None, Some(city)) => {
+                    let dir = dir.join(&city);
+                    let path = dir.join("gateway.toml");
+                    if !path.exists() {
+                        gateway::testkit::write_city(&dir, &city, &listen, "").with_context(
+                            || format!("laying out the example gateway in {}", dir.display()),
+                        )?;
+                        eprintln!(
+                            "example gateway for `{city}` laid out in {} (TEST KEYS ONLY)",
+                            dir.display()
+                        );
+                    }
+                    eprintln!(
+                        "department key files: {}/keys/<department>.ed25519.key; subject key: {}/keys/subject.key",
+                        dir.display(),
+                        dir.display()
+                    );
+                    path
+                }
+                (None, None) => bail!("give --config FILE or --example-city CITY"),
+            };
             let cfg = Config::load(&config, &|k| std::env::var(k).ok())?;
             let gw = tokio::task::spawn_blocking(move || {
                 let g = Gateway::open(&cfg, Arc::new(SystemClock));

@@ -52,12 +52,38 @@ pub fn write_key(dir: &Path, name: &str, kind: KeyKind, id: &str, secret: &[u8; 
 /// Lays out `city`'s gateway files; `extra` is appended to the config.
 pub fn city_files(city: &str, extra: &str) -> CityFiles {
     let dir = tempfile::tempdir().expect("test kit");
-    let keys = dir.path().join("keys");
-    std::fs::create_dir_all(&keys).expect("test kit");
-    let registry_path = dir.path().join("registry.toml");
-    std::fs::copy(example_registry(), &registry_path).expect("test kit");
+    let (config_path, registry_path) =
+        write_city(dir.path(), city, "127.0.0.1:0", extra).expect("test kit");
     let (registry, registry_hash) = regions::load(&registry_path).expect("test kit");
-    let gw_id = registry.city(city).expect("test kit").gateway.id.clone();
+    CityFiles {
+        dir,
+        city: city.into(),
+        config_path,
+        registry,
+        registry_hash,
+        registry_path,
+    }
+}
+
+/// Lays out a runnable example gateway for `city` in `dir`: a copy of the example
+/// registry, **test** key files (the gateway's, three endorsers', the subject
+/// key, and every department's of the city, under `keys/`), and `gateway.toml`
+/// listening on `listen`. Returns the config and registry paths.
+pub fn write_city(
+    dir: &Path,
+    city: &str,
+    listen: &str,
+    extra: &str,
+) -> std::io::Result<(PathBuf, PathBuf)> {
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys)?;
+    let registry_path = dir.join("registry.toml");
+    std::fs::copy(example_registry(), &registry_path)?;
+    let (registry, registry_hash) = regions::load(&registry_path).map_err(std::io::Error::other)?;
+    let c = registry.city(city).ok_or_else(|| {
+        std::io::Error::other(format!("no city `{city}` in the example registry"))
+    })?;
+    let gw_id = c.gateway.id.clone();
     write_key(
         &keys,
         "gateway.key",
@@ -85,12 +111,22 @@ pub fn city_files(city: &str, extra: &str) -> CityFiles {
         city,
         &subject_key(city).to_bytes(),
     );
+    for d in &c.departments {
+        write_key(
+            &keys,
+            &format!("{}.ed25519.key", d.id),
+            KeyKind::Ed25519,
+            &d.id,
+            &signing_key(&d.id).to_seed(),
+        );
+    }
     let config = format!(
-        r#"city = "{city}"
+        r#"# Example gateway for {city} — TEST KEYS ONLY (derived from public labels).
+city = "{city}"
 registry = "registry.toml"
 registry_sha256 = "{registry_hash}"
 data_dir = "data"
-http_listen = "127.0.0.1:0"
+http_listen = "{listen}"
 
 [keys]
 gateway = "keys/gateway.key"
@@ -100,16 +136,9 @@ subject = "keys/subject.key"
 "#,
         endorsers.join(", ")
     );
-    let config_path = dir.path().join("gateway.toml");
-    std::fs::write(&config_path, config).expect("test kit");
-    CityFiles {
-        dir,
-        city: city.into(),
-        config_path,
-        registry,
-        registry_hash,
-        registry_path,
-    }
+    let config_path = dir.join("gateway.toml");
+    std::fs::write(&config_path, config)?;
+    Ok((config_path, registry_path))
 }
 
 /// A gateway running in this process.
