@@ -665,7 +665,8 @@ impl Ledger {
         let mut txs: Vec<PreparedTx> =
             Vec::with_capacity(intents.iter().map(Intent::tx_count).sum());
         let mut states: HashMap<RecordKey, RecordState> = HashMap::new();
-        let mut versions: HashMap<(RecordKey, u32), (Hash, Option<TxLocation>)> = HashMap::new();
+        let mut versions: HashMap<(RecordKey, u32), (Hash, u64, Option<TxLocation>)> =
+            HashMap::new();
         let mut seen_leaves: HashMap<Hash, TxLocation> = HashMap::new();
         let mut batch = WriteBatch::new();
         let mut outcomes = Vec::with_capacity(intents.len());
@@ -782,7 +783,7 @@ impl Ledger {
                             st.latest = m.record.version;
                             trial_versions.insert(
                                 (m.key.clone(), m.record.version),
-                                (m.record.commitment, None),
+                                (m.record.commitment, m.record.issued_ms, None),
                             );
                         }
                         problems.push(o);
@@ -909,20 +910,22 @@ impl Ledger {
         &self,
         p: &Publish,
         states: &mut HashMap<RecordKey, RecordState>,
-        versions: &mut HashMap<(RecordKey, u32), (Hash, Option<TxLocation>)>,
+        versions: &mut HashMap<(RecordKey, u32), (Hash, u64, Option<TxLocation>)>,
     ) -> Result<Option<Outcome>, LedgerError> {
         let v = p.record.version;
         let existing = match versions.get(&(p.key.clone(), v)) {
             Some(e) => Some(*e),
             None => self
                 .record_version(&p.key, v)?
-                .map(|r| (r.commitment, r.location)),
+                .map(|r| (r.commitment, r.issued_ms, r.location)),
         };
-        if let Some((_, location)) = existing {
-            // A duplicate is the very same transaction (same values, secret, time
-            // and signature); anything else at this version is a conflict.
+        if let Some((commitment, issued_ms, location)) = existing {
+            // A duplicate says exactly what was written (same commitment — so the
+            // same values, secret and subjects — and the same issue time), however
+            // it was authorised then and now (alone or in another batch).
+            let same = commitment == p.record.commitment && issued_ms == p.record.issued_ms;
             return Ok(Some(match location {
-                Some(location) if location.leaf == p.tx.leaf => Outcome::Duplicate { location },
+                Some(location) if same => Outcome::Duplicate { location },
                 _ => Outcome::Rejected {
                     code: "record.version_exists",
                     message: format!(
@@ -960,7 +963,7 @@ impl Ledger {
         height: u64,
         txs: &mut Vec<PreparedTx>,
         states: &mut HashMap<RecordKey, RecordState>,
-        versions: &mut HashMap<(RecordKey, u32), (Hash, Option<TxLocation>)>,
+        versions: &mut HashMap<(RecordKey, u32), (Hash, u64, Option<TxLocation>)>,
         seen: &mut HashMap<Hash, TxLocation>,
         batch: &mut WriteBatch,
     ) -> Result<TxLocation, LedgerError> {
@@ -979,7 +982,7 @@ impl Ledger {
         }
         versions.insert(
             (p.key.clone(), record.version),
-            (record.commitment, Some(location)),
+            (record.commitment, record.issued_ms, Some(location)),
         );
         states.entry(p.key.clone()).or_default().latest = record.version;
         batch.put(
