@@ -69,6 +69,29 @@ pub enum TxBody {
         /// Number of members.
         count: u32,
     },
+    /// A gateway records, before it answers, that a question was asked of one
+    /// of its city's departments about some subjects (the subject's access
+    /// ledger is built from these).
+    AccessLog {
+        /// Registry id of who asked (a department or service centre).
+        requester: String,
+        /// Registry id of the department asked.
+        provider: String,
+        /// The data-sharing contract invoked.
+        contract: String,
+        /// Its version.
+        contract_version: u32,
+        /// The subjects asked about (keyed references; 1 to [`MAX_SUBJECTS`]).
+        subjects: Vec<SubjectRef>,
+        /// SHA-256 of the canonical question (predicates and fields asked).
+        question: Hash,
+        /// Commitment to the answer or the denial.
+        answer: Hash,
+        /// The request's unique id.
+        request_id: Hash,
+        /// When (Unix ms).
+        at_ms: u64,
+    },
     /// A department withdraws one version of a record. History is never rewritten.
     RecordRevoke {
         /// Registry id of the record type.
@@ -112,12 +135,14 @@ impl TxBody {
             TxBody::RecordCommit { .. } => 1,
             TxBody::RecordRevoke { .. } => 2,
             TxBody::BatchSeal { .. } => 3,
+            TxBody::AccessLog { .. } => 4,
         }
     }
     /// The roles that may author this kind of transaction.
     pub fn author_roles(&self) -> &'static [Role] {
         match self {
             TxBody::RecordCommit { .. } | TxBody::RecordRevoke { .. } => &[Role::Department],
+            TxBody::AccessLog { .. } => &[Role::Gateway],
             TxBody::BatchSeal { .. } => &[
                 Role::Department,
                 Role::Gateway,
@@ -132,6 +157,7 @@ impl TxBody {
             TxBody::RecordCommit { .. } => "record commitment",
             TxBody::RecordRevoke { .. } => "record revocation",
             TxBody::BatchSeal { .. } => "batch seal",
+            TxBody::AccessLog { .. } => "access-log entry",
         }
     }
     fn write(&self, e: &mut Encoder) {
@@ -171,6 +197,30 @@ impl TxBody {
             TxBody::BatchSeal { root, count } => {
                 e.raw(&root.0).u32(*count);
             }
+            TxBody::AccessLog {
+                requester,
+                provider,
+                contract,
+                contract_version,
+                subjects,
+                question,
+                answer,
+                request_id,
+                at_ms,
+            } => {
+                e.str(requester)
+                    .str(provider)
+                    .str(contract)
+                    .u32(*contract_version)
+                    .count(subjects.len());
+                for s in subjects {
+                    e.raw(&s.0.0);
+                }
+                e.raw(&question.0)
+                    .raw(&answer.0)
+                    .raw(&request_id.0)
+                    .u64(*at_ms);
+            }
         }
     }
     fn read(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
@@ -202,6 +252,17 @@ impl TxBody {
             3 => TxBody::BatchSeal {
                 root: Hash(d.array("tx.batch_root")?),
                 count: d.u32("tx.batch_count")?,
+            },
+            4 => TxBody::AccessLog {
+                requester: d.str("tx.requester", MAX_ID)?.to_owned(),
+                provider: d.str("tx.provider", MAX_ID)?.to_owned(),
+                contract: d.str("tx.contract", MAX_ID)?.to_owned(),
+                contract_version: d.u32("tx.contract_version")?,
+                subjects: read_subjects(d)?,
+                question: Hash(d.array("tx.question")?),
+                answer: Hash(d.array("tx.answer")?),
+                request_id: Hash(d.array("tx.request_id")?),
+                at_ms: d.u64("tx.at_ms")?,
             },
             v => {
                 return Err(DecodeError::UnknownTag {
@@ -617,6 +678,23 @@ mod tests {
             &key,
         );
         assert_eq!(Transaction::decode(&revoke.encode()).unwrap(), revoke);
+        let log = Transaction::sign(
+            "nanjing",
+            "nanjing.gateway",
+            TxBody::AccessLog {
+                requester: "shanghai.centre".into(),
+                provider: "nanjing.civil-affairs".into(),
+                contract: "marriage-status".into(),
+                contract_version: 1,
+                subjects: vec![SubjectRef(Hash([4; 32]))],
+                question: Hash([6; 32]),
+                answer: Hash([7; 32]),
+                request_id: Hash([8; 32]),
+                at_ms: 10,
+            },
+            &key,
+        );
+        assert_eq!(Transaction::decode(&log.encode()).unwrap(), log);
 
         let member = Member {
             id: "nanjing.civil-affairs".into(),
