@@ -303,6 +303,34 @@ pub fn subjects_of(
     Ok(out)
 }
 
+/// The record type, after checking that `department` owns it and that the id
+/// and version are well formed.
+fn checked_target<'r>(
+    registry: &'r Registry,
+    department: &str,
+    record_type: &str,
+    record_id: &str,
+    version: u32,
+) -> Result<&'r RecordType, RecordError> {
+    let rt = registry
+        .record_type(record_type)
+        .ok_or_else(|| RecordError::UnknownType(record_type.to_owned()))?;
+    let owns = registry
+        .department(department)
+        .is_some_and(|d| d.owns.iter().any(|t| t == record_type));
+    if !owns {
+        return Err(RecordError::NotOwner {
+            department: department.to_owned(),
+            record_type: record_type.to_owned(),
+        });
+    }
+    validate_id("record_id", record_id)?;
+    if version == 0 {
+        return Err(field_err("version", "versions start at 1"));
+    }
+    Ok(rt)
+}
+
 /// A record checked and committed, with the transaction body to sign.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -325,22 +353,13 @@ pub fn prepare(
     secret: [u8; 32],
     subject_key: &SubjectKey,
 ) -> Result<Prepared, RecordError> {
-    let rt = registry
-        .record_type(&input.record_type)
-        .ok_or_else(|| RecordError::UnknownType(input.record_type.clone()))?;
-    let owns = registry
-        .department(department)
-        .is_some_and(|d| d.owns.iter().any(|t| t == &input.record_type));
-    if !owns {
-        return Err(RecordError::NotOwner {
-            department: department.to_owned(),
-            record_type: input.record_type.clone(),
-        });
-    }
-    validate_id("record_id", &input.record_id)?;
-    if input.version == 0 {
-        return Err(field_err("version", "versions start at 1"));
-    }
+    let rt = checked_target(
+        registry,
+        department,
+        &input.record_type,
+        &input.record_id,
+        input.version,
+    )?;
     let fields = typed_fields(rt, &input.fields)?;
     let subjects = subjects_of(rt, &fields)?;
     let committed = CommittedRecord::new(fields.clone(), secret)
@@ -385,22 +404,13 @@ pub fn revocation(
     department: &str,
     r: &RevokeRequest,
 ) -> Result<(RecordKey, TxBody, Vec<u8>), RecordError> {
-    registry
-        .record_type(&r.record_type)
-        .ok_or_else(|| RecordError::UnknownType(r.record_type.clone()))?;
-    let owns = registry
-        .department(department)
-        .is_some_and(|d| d.owns.iter().any(|t| t == &r.record_type));
-    if !owns {
-        return Err(RecordError::NotOwner {
-            department: department.to_owned(),
-            record_type: r.record_type.clone(),
-        });
-    }
-    validate_id("record_id", &r.record_id)?;
-    if r.version == 0 {
-        return Err(field_err("version", "versions start at 1"));
-    }
+    checked_target(
+        registry,
+        department,
+        &r.record_type,
+        &r.record_id,
+        r.version,
+    )?;
     let body = TxBody::RecordRevoke {
         record_type: r.record_type.clone(),
         record_id: r.record_id.clone(),
