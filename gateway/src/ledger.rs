@@ -18,7 +18,7 @@
 //! | `N` height | the block's tree levels ([`proofs::merkle::flat_levels`]) |
 //! | `X` leaf hash | height, index |
 //! | `R` record key `00` version | stored record (values, salts' secret, subjects) |
-//! | `S` record key | record state (latest version, revocations) |
+//! | `S` record key | the record's revocations (the latest version is its last `R` key) |
 //! | `J` subject ref record key | subject index |
 //! | `B` batch root | seal location, first member, count |
 //! | `L` batch root | the batch's tree levels (member paths) |
@@ -162,6 +162,103 @@ pub struct StoredRecord {
     pub issued_ms: u64,
     /// Where its commitment transaction is.
     pub location: Option<TxLocation>,
+}
+
+impl StoredRecord {
+    /// Compact binary form for the department store (`proofs` canonical encoding
+    /// rules; not signed, not on chain).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = proofs::encoding::Encoder::with_domain("tongban/stored-record/v1");
+        e.u32(self.version).count(self.subjects.len());
+        for s in &self.subjects {
+            e.bytes(&s.encode());
+        }
+        e.count(self.subject_refs.len());
+        for r in &self.subject_refs {
+            e.raw(&r.0.0);
+        }
+        e.count(self.fields.len());
+        for (name, v) in &self.fields {
+            e.str(name);
+            v.encode(&mut e);
+        }
+        e.raw(&self.secret)
+            .raw(&self.commitment.0)
+            .u64(self.issued_ms);
+        match &self.location {
+            None => e.u8(0),
+            Some(l) => e.u8(1).u64(l.height).u32(l.index).raw(&l.leaf.0),
+        };
+        e.finish()
+    }
+    /// Decodes [`StoredRecord::encode`].
+    pub fn decode(b: &[u8]) -> Result<Self, proofs::encoding::DecodeError> {
+        use proofs::encoding::{DecodeError, Decoder};
+        let mut d = Decoder::new(b);
+        d.domain("tongban/stored-record/v1")?;
+        let version = d.u32("version")?;
+        let n = d.count("subjects", 64, 5)?;
+        let mut subjects = Vec::with_capacity(n);
+        for _ in 0..n {
+            let raw = d.bytes("subject", 512)?;
+            let mut sd = Decoder::new(raw);
+            let kind = match sd.u8("subject.kind")? {
+                1 => proofs::subject::IdKind::Resident,
+                2 => proofs::subject::IdKind::Uscc,
+                3 => proofs::subject::IdKind::Name,
+                v => {
+                    return Err(DecodeError::UnknownTag {
+                        field: "subject.kind",
+                        value: u64::from(v),
+                    });
+                }
+            };
+            let id = sd.str("subject.id", 512)?;
+            subjects.push(SubjectId::new(kind, id).map_err(|e| DecodeError::Invalid {
+                field: "subject",
+                reason: e.to_string(),
+            })?);
+        }
+        let n = d.count("subject_refs", 64, 32)?;
+        let mut subject_refs = Vec::with_capacity(n);
+        for _ in 0..n {
+            subject_refs.push(SubjectRef(Hash(d.array("subject_ref")?)));
+        }
+        let n = d.count("fields", 64, 6)?;
+        let mut fields = BTreeMap::new();
+        for _ in 0..n {
+            let name = d.str("field.name", 64)?.to_owned();
+            fields.insert(name, Value::decode(&mut d)?);
+        }
+        let secret = d.array("secret")?;
+        let commitment = Hash(d.array("commitment")?);
+        let issued_ms = d.u64("issued_ms")?;
+        let location = match d.u8("location")? {
+            0 => None,
+            1 => Some(TxLocation {
+                height: d.u64("height")?,
+                index: d.u32("index")?,
+                leaf: Hash(d.array("leaf")?),
+            }),
+            v => {
+                return Err(DecodeError::UnknownTag {
+                    field: "location",
+                    value: u64::from(v),
+                });
+            }
+        };
+        d.finish()?;
+        Ok(StoredRecord {
+            version,
+            subjects,
+            subject_refs,
+            fields,
+            secret,
+            commitment,
+            issued_ms,
+            location,
+        })
+    }
 }
 
 /// A revocation of one version.
@@ -620,13 +717,31 @@ impl Ledger {
         Ok(Some(bundle.with_batch(seal_bundle, member)))
     }
     /// The state of a record.
+    ///
+    /// The latest version is the last stored version key; only revocations are
+    /// kept apart (so a publication writes one key less).
     pub fn record_state(&self, k: &RecordKey) -> Result<Option<RecordState>, LedgerError> {
-        self.store
-            .get(&key(b'S', &[&k.bytes()]))?
-            .map(|v| {
-                serde_json::from_slice(&v).map_err(|e| corrupt(0, format!("record state: {e}")))
-            })
-            .transpose()
+        let kb = k.bytes();
+        let mut prefix = key(b'R', &[&kb]);
+        prefix.push(0);
+        let latest = match self.store.last_key_with_prefix(&prefix)? {
+            None => return Ok(None),
+            Some(last) => u32::from_be_bytes(
+                last.get(prefix.len()..prefix.len() + 4)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| corrupt(0, "malformed record version key"))?,
+            ),
+        };
+        let revocations = match self.store.get(&key(b'S', &[&kb]))? {
+            None => Vec::new(),
+            Some(v) => {
+                serde_json::from_slice(&v).map_err(|e| corrupt(0, format!("revocations: {e}")))?
+            }
+        };
+        Ok(Some(RecordState {
+            latest,
+            revocations,
+        }))
     }
     /// One stored version of a record.
     pub fn record_version(
@@ -637,7 +752,7 @@ impl Ledger {
         self.store
             .get(&key(b'R', &[&k.bytes(), &[0], &version.to_be_bytes()]))?
             .map(|v| {
-                serde_json::from_slice(&v).map_err(|e| corrupt(0, format!("stored record: {e}")))
+                StoredRecord::decode(&v).map_err(|e| corrupt(0, format!("stored record: {e}")))
             })
             .transpose()
     }
@@ -669,6 +784,7 @@ impl Ledger {
             HashMap::new();
         let mut seen_leaves: HashMap<Hash, TxLocation> = HashMap::new();
         let mut batch = WriteBatch::new();
+        let mut revoked: std::collections::HashSet<RecordKey> = std::collections::HashSet::new();
         let mut outcomes = Vec::with_capacity(intents.len());
 
         for intent in intents {
@@ -737,6 +853,7 @@ impl Ledger {
                         } else {
                             seen_leaves.insert(tx.leaf, location);
                             txs.push(tx);
+                            revoked.insert(k.clone());
                             st.revocations.push(Revocation {
                                 version,
                                 reason,
@@ -887,11 +1004,14 @@ impl Ledger {
                 t.bytes,
             );
         }
-        for (k, st) in states {
-            batch.put(
-                key(b'S', &[&k.bytes()]),
-                serde_json::to_vec(&st).map_err(|e| LedgerError::Endorse(e.to_string()))?,
-            );
+        for k in revoked {
+            if let Some(st) = states.get(&k) {
+                batch.put(
+                    key(b'S', &[&k.bytes()]),
+                    serde_json::to_vec(&st.revocations)
+                        .map_err(|e| LedgerError::Endorse(e.to_string()))?,
+                );
+            }
         }
         self.store.commit(batch)?;
         *self
@@ -987,7 +1107,7 @@ impl Ledger {
         states.entry(p.key.clone()).or_default().latest = record.version;
         batch.put(
             key(b'R', &[&kb, &[0], &record.version.to_be_bytes()]),
-            serde_json::to_vec(&record).map_err(|e| LedgerError::Endorse(e.to_string()))?,
+            record.encode(),
         );
         Ok(location)
     }
@@ -1167,6 +1287,38 @@ mod tests {
             }
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("a tampered store was served"),
+        }
+    }
+
+    #[test]
+    fn stored_records_round_trip_in_binary() {
+        let mut fields = BTreeMap::new();
+        fields.insert("status".to_owned(), Value::Text("married".into()));
+        fields.insert("children".to_owned(), Value::Int(2));
+        let base = "32010219850307123";
+        let id = SubjectId::resident(&format!(
+            "{base}{}",
+            SubjectId::resident_check_char(base).unwrap()
+        ))
+        .unwrap();
+        let r = StoredRecord {
+            version: 3,
+            subjects: vec![id, SubjectId::infer("南京长江数据科技有限公司").unwrap()],
+            subject_refs: vec![SubjectRef(Hash([1; 32]))],
+            fields,
+            secret: [9; 32],
+            commitment: Hash([2; 32]),
+            issued_ms: 77,
+            location: Some(TxLocation {
+                height: 5,
+                index: 6,
+                leaf: Hash([3; 32]),
+            }),
+        };
+        let b = r.encode();
+        assert_eq!(StoredRecord::decode(&b).unwrap(), r);
+        for cut in 0..b.len() {
+            assert!(StoredRecord::decode(&b[..cut]).is_err());
         }
     }
 

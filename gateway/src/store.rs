@@ -60,6 +60,8 @@ impl WriteBatch {
 pub trait Store: Send + Sync + 'static {
     /// Reads one key.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The last key (in key order) that starts with `prefix`.
+    fn last_key_with_prefix(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Lets `f` look at one value in place (no copy of large values); false if absent.
     fn peek(&self, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool, StoreError>;
     /// All pairs whose key starts with `prefix`, in key order.
@@ -101,6 +103,14 @@ impl Store for SledStore {
     }
     fn peek(&self, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool, StoreError> {
         Ok(self.tree.get(key)?.map(|v| f(&v)).is_some())
+    }
+    fn last_key_with_prefix(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .tree
+            .scan_prefix(prefix)
+            .next_back()
+            .transpose()?
+            .map(|(k, _)| k.to_vec()))
     }
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
         self.tree
@@ -164,6 +174,14 @@ impl Store for MemStore {
     }
     fn peek(&self, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool, StoreError> {
         Ok(self.read()?.get(key).map(|v| f(v)).is_some())
+    }
+    fn last_key_with_prefix(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .read()?
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .last()
+            .map(|(k, _)| k.clone()))
     }
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
         Ok(self
