@@ -14,10 +14,11 @@
 //! |---|---|
 //! | `M` `chain` | chain id |
 //! | `H` height | certified header |
-//! | `T` height index | transaction bytes |
+//! | `T` height | the block's transactions, packed (`u32 n ‖ u32 offsets[n+1] ‖ bytes`) |
 //! | `N` height | the block's tree levels ([`proofs::merkle::flat_levels`]) |
 //! | `X` leaf hash | height, index |
-//! | `R` record key `00` version | stored record (values, salts' secret, subjects) |
+//! | `V` height | the block's stored records (values, record secret, subjects), packed like `T` |
+//! | `R` record key `00` version | height, index of the record's slot |
 //! | `S` record key | the record's revocations (the latest version is its last `R` key) |
 //! | `J` subject ref record key | subject index |
 //! | `B` batch root | seal location, first member, count |
@@ -301,6 +302,48 @@ pub struct PreparedTx {
     pub bytes: Vec<u8>,
     /// Leaf hash.
     pub leaf: Hash,
+    /// The department-store value written beside it (a stored record; empty for
+    /// other kinds). Set by the ledger.
+    value: Vec<u8>,
+}
+
+/// Packs items into one value: `u32 count ‖ u32 offsets[count + 1] ‖ data`.
+fn pack<'a>(items: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+    let n = items.len();
+    let total: usize = items.clone().map(<[u8]>::len).sum();
+    let mut out = Vec::with_capacity(4 + 4 * (n + 1) + total);
+    out.extend_from_slice(&(n as u32).to_be_bytes());
+    let mut off = 0u32;
+    out.extend_from_slice(&off.to_be_bytes());
+    for it in items.clone() {
+        off += it.len() as u32;
+        out.extend_from_slice(&off.to_be_bytes());
+    }
+    for it in items {
+        out.extend_from_slice(it);
+    }
+    out
+}
+
+fn packed_count(buf: &[u8]) -> Option<usize> {
+    Some(u32::from_be_bytes(buf.get(0..4)?.try_into().ok()?) as usize)
+}
+
+/// Item `i` of a [`pack`]ed value.
+fn packed_item(buf: &[u8], i: usize) -> Option<&[u8]> {
+    let n = packed_count(buf)?;
+    if i >= n {
+        return None;
+    }
+    let at = |k: usize| -> Option<usize> {
+        Some(u32::from_be_bytes(buf.get(4 + 4 * k..8 + 4 * k)?.try_into().ok()?) as usize)
+    };
+    let data = 4 + 4 * (n + 1);
+    let (a, b) = (at(i)?, at(i + 1)?);
+    if a > b {
+        return None;
+    }
+    buf.get(data + a..data + b)
 }
 
 impl PreparedTx {
@@ -310,6 +353,7 @@ impl PreparedTx {
         PreparedTx {
             leaf: merkle::leaf_hash(&bytes),
             bytes,
+            value: Vec::new(),
         }
     }
 }
@@ -537,18 +581,28 @@ impl Ledger {
                     Some(p) => verify_link(p, &ch.header)
                         .map_err(|e| corrupt(height, format!("link: {e}")))?,
                 }
-                let txs = store.scan_prefix(&key(b'T', &[&be8(height)]))?;
-                if txs.len() as u64 != ch.header.tx_count {
+                let packed = store.get(&key(b'T', &[&be8(height)]))?.unwrap_or_default();
+                let count = if packed.is_empty() {
+                    0
+                } else {
+                    packed_count(&packed).unwrap_or(usize::MAX)
+                };
+                if count as u64 != ch.header.tx_count {
                     return Err(corrupt(
                         height,
                         format!(
-                            "{} transactions stored, header says {}",
-                            txs.len(),
+                            "{count} transactions stored, header says {}",
                             ch.header.tx_count
                         ),
                     ));
                 }
-                let leaves: Vec<Hash> = txs.iter().map(|(_, t)| merkle::leaf_hash(t)).collect();
+                let mut leaves: Vec<Hash> = Vec::with_capacity(count);
+                for i in 0..count {
+                    let t = packed_item(&packed, i)
+                        .ok_or_else(|| corrupt(height, "malformed transaction pack"))?;
+                    leaves.push(merkle::leaf_hash(t));
+                }
+                let txs = leaves.len();
                 let levels = flat_levels(&leaves);
                 if merkle::root_from_levels(&levels) != Some(ch.header.tx_root) {
                     return Err(corrupt(
@@ -562,7 +616,7 @@ impl Ledger {
                         "stored tree levels differ from the transactions",
                     ));
                 }
-                report.transactions += txs.len() as u64;
+                report.transactions += txs as u64;
                 Ok(ch.header)
             })();
             match result {
@@ -634,9 +688,11 @@ impl Ledger {
     }
     /// The transaction bytes at a location.
     pub fn tx_bytes(&self, height: u64, index: u32) -> Result<Option<Vec<u8>>, LedgerError> {
-        Ok(self
-            .store
-            .get(&key(b'T', &[&be8(height), &index.to_be_bytes()]))?)
+        let mut out = None;
+        self.store.peek(&key(b'T', &[&be8(height)]), &mut |buf| {
+            out = packed_item(buf, index as usize).map(<[u8]>::to_vec);
+        })?;
+        Ok(out)
     }
     fn plain_bundle(&self, loc: &TxLocation) -> Result<Option<ProofBundle>, LedgerError> {
         let (Some(header), Some(tx)) = (
@@ -749,12 +805,32 @@ impl Ledger {
         k: &RecordKey,
         version: u32,
     ) -> Result<Option<StoredRecord>, LedgerError> {
-        self.store
+        // The version key points at the record's slot in its block's value pack.
+        let Some(ptr) = self
+            .store
             .get(&key(b'R', &[&k.bytes(), &[0], &version.to_be_bytes()]))?
-            .map(|v| {
-                StoredRecord::decode(&v).map_err(|e| corrupt(0, format!("stored record: {e}")))
-            })
-            .transpose()
+        else {
+            return Ok(None);
+        };
+        let height = u64::from_be_bytes(
+            ptr.get(0..8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| corrupt(0, "malformed record pointer"))?,
+        );
+        let index = u32::from_be_bytes(
+            ptr.get(8..12)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| corrupt(height, "malformed record pointer"))?,
+        );
+        let mut out = None;
+        self.store.peek(&key(b'V', &[&be8(height)]), &mut |buf| {
+            out = packed_item(buf, index as usize).map(StoredRecord::decode);
+        })?;
+        match out {
+            Some(Ok(r)) => Ok(Some(r)),
+            Some(Err(e)) => Err(corrupt(height, format!("stored record: {e}"))),
+            None => Err(corrupt(height, "record pointer to a missing value")),
+        }
     }
     /// Records that name `subject`.
     pub fn records_of_subject(&self, subject: &SubjectRef) -> Result<Vec<RecordKey>, LedgerError> {
@@ -992,18 +1068,24 @@ impl Ledger {
             .encode(),
         );
         batch.put(key(b'N', &[&be8(height)]), levels);
-        for (i, t) in txs.into_iter().enumerate() {
+        for (i, t) in txs.iter().enumerate() {
             let loc = TxLocation {
                 height,
                 index: i as u32,
                 leaf: t.leaf,
             };
             batch.put(key(b'X', &[&t.leaf.0]), loc_bytes(&loc));
-            batch.put(
-                key(b'T', &[&be8(height), &(i as u32).to_be_bytes()]),
-                t.bytes,
-            );
         }
+        // One value per block for the transactions and one for the stored records:
+        // large values go in once, the per-record keys stay small.
+        batch.put(
+            key(b'T', &[&be8(height)]),
+            pack(txs.iter().map(|t| t.bytes.as_slice())),
+        );
+        batch.put(
+            key(b'V', &[&be8(height)]),
+            pack(txs.iter().map(|t| t.value.as_slice())),
+        );
         for k in revoked {
             if let Some(st) = states.get(&k) {
                 batch.put(
@@ -1033,28 +1115,7 @@ impl Ledger {
         versions: &mut HashMap<(RecordKey, u32), (Hash, u64, Option<TxLocation>)>,
     ) -> Result<Option<Outcome>, LedgerError> {
         let v = p.record.version;
-        let existing = match versions.get(&(p.key.clone(), v)) {
-            Some(e) => Some(*e),
-            None => self
-                .record_version(&p.key, v)?
-                .map(|r| (r.commitment, r.issued_ms, r.location)),
-        };
-        if let Some((commitment, issued_ms, location)) = existing {
-            // A duplicate says exactly what was written (same commitment — so the
-            // same values, secret and subjects — and the same issue time), however
-            // it was authorised then and now (alone or in another batch).
-            let same = commitment == p.record.commitment && issued_ms == p.record.issued_ms;
-            return Ok(Some(match location {
-                Some(location) if same => Outcome::Duplicate { location },
-                _ => Outcome::Rejected {
-                    code: "record.version_exists",
-                    message: format!(
-                        "version {v} of this record exists as another transaction; publish version {} to supersede it",
-                        v + 1
-                    ),
-                },
-            }));
-        }
+        // The record's latest version first: for a new record that is one look-up.
         let latest = match states.get(&p.key) {
             Some(s) => s.latest,
             None => {
@@ -1064,6 +1125,29 @@ impl Ledger {
                 l
             }
         };
+        if v <= latest {
+            let existing = match versions.get(&(p.key.clone(), v)) {
+                Some(e) => Some(*e),
+                None => self
+                    .record_version(&p.key, v)?
+                    .map(|r| (r.commitment, r.issued_ms, r.location)),
+            };
+            // A duplicate says exactly what was written (same commitment — so the
+            // same values, secret and subjects — and the same issue time), however
+            // it was authorised then and now (alone or in another batch).
+            let same = existing
+                .is_some_and(|(c, t, _)| c == p.record.commitment && t == p.record.issued_ms);
+            return Ok(Some(match existing.and_then(|e| e.2) {
+                Some(location) if same => Outcome::Duplicate { location },
+                _ => Outcome::Rejected {
+                    code: "record.version_exists",
+                    message: format!(
+                        "version {v} of this record exists as another transaction; publish version {} to supersede it",
+                        latest + 1
+                    ),
+                },
+            }));
+        }
         if v != latest + 1 {
             return Ok(Some(Outcome::Rejected {
                 code: "record.version_not_next",
@@ -1093,9 +1177,11 @@ impl Ledger {
             leaf: p.tx.leaf,
         };
         seen.insert(p.tx.leaf, location);
-        txs.push(p.tx);
         let mut record = p.record;
         record.location = Some(location);
+        let mut tx = p.tx;
+        tx.value = record.encode();
+        txs.push(tx);
         let kb = p.key.bytes();
         for s in &record.subject_refs {
             batch.put(key(b'J', &[&s.0.0, &kb]), Vec::new());
@@ -1107,7 +1193,7 @@ impl Ledger {
         states.entry(p.key.clone()).or_default().latest = record.version;
         batch.put(
             key(b'R', &[&kb, &[0], &record.version.to_be_bytes()]),
-            record.encode(),
+            loc_bytes(&location),
         );
         Ok(location)
     }
@@ -1276,10 +1362,12 @@ mod tests {
         let (_, r) = Ledger::open(k.store.clone(), k.chain.clone(), end.clone(), 4_000).unwrap();
         assert_eq!((r.blocks, r.transactions), (2, 5));
         let mut batch = WriteBatch::new();
-        batch.put(
-            key(b'T', &[&be8(1), &2u32.to_be_bytes()]),
-            b"tampered".to_vec(),
-        );
+        let packed = k.store.get(&key(b'T', &[&be8(1)])).unwrap().unwrap();
+        let mut items: Vec<Vec<u8>> = (0..5)
+            .map(|i| packed_item(&packed, i).unwrap().to_vec())
+            .collect();
+        items[2] = b"tampered".to_vec();
+        batch.put(key(b'T', &[&be8(1)]), pack(items.iter().map(Vec::as_slice)));
         k.store.commit(batch).unwrap();
         match Ledger::open(k.store.clone(), k.chain.clone(), end, 4_000) {
             Err(LedgerError::Corrupt { height: 1, problem }) => {
