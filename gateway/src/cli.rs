@@ -17,7 +17,7 @@ use regions::Registry;
 use serde::Deserialize;
 
 use crate::api::records::{BatchResult, DisclosureView, RecordView, WriteResult};
-use crate::client::{Client, ClientError, sign_import, sign_publication};
+use crate::client::{Client, ClientError, sign_publication};
 use crate::clock::{Clock, SystemClock};
 use crate::keyfile;
 use crate::records::{RecordInput, RevokeRequest};
@@ -466,11 +466,21 @@ async fn send_batch(
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
     loop {
-        // Client-side checks first: a record the registry does not allow never leaves.
+        // Prepare each record once: the check that the registry allows it, and
+        // the leaf its batch seal covers.
         let mut good = Vec::with_capacity(recs.len());
+        let mut items = Vec::with_capacity(recs.len());
         for (line, r) in recs {
-            match crate::records::prepare(&id.registry, &id.chain_id, &id.member, &r, [0; 32], sk) {
-                Ok(_) => good.push((line, r)),
+            let secret = record_secret(&id.key, &r);
+            match crate::records::prepare(&id.registry, &id.chain_id, &id.member, &r, secret, sk) {
+                Ok(p) => {
+                    items.push((
+                        r.clone(),
+                        secret,
+                        proofs::merkle::leaf_hash(&p.signing_bytes),
+                    ));
+                    good.push((line, r));
+                }
                 Err(e) => {
                     summary.rejected.insert(line, e.to_string());
                     bar.inc(1);
@@ -480,18 +490,7 @@ async fn send_batch(
         if good.is_empty() {
             return Ok(());
         }
-        let with_secrets: Vec<(RecordInput, [u8; 32])> = good
-            .iter()
-            .map(|(_, r)| (r.clone(), record_secret(&id.key, r)))
-            .collect();
-        let req = sign_import(
-            &id.registry,
-            &id.chain_id,
-            &id.member,
-            &id.key,
-            sk,
-            with_secrets,
-        )?;
+        let req = crate::client::seal_import(&id.chain_id, &id.member, &id.key, items);
         let res: BatchResult = loop {
             match id
                 .client

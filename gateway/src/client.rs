@@ -171,11 +171,26 @@ pub fn sign_import(
     subject_key: &SubjectKey,
     records: Vec<(RecordInput, [u8; 32])>,
 ) -> Result<ImportRequest, RecordError> {
-    let mut leaves = Vec::with_capacity(records.len());
-    let mut out = Vec::with_capacity(records.len());
+    let mut items = Vec::with_capacity(records.len());
     for (r, secret) in records {
         let p = records::prepare(registry, chain_id, department, &r, secret, subject_key)?;
-        leaves.push(proofs::merkle::leaf_hash(&p.signing_bytes));
+        items.push((r, secret, proofs::merkle::leaf_hash(&p.signing_bytes)));
+    }
+    Ok(seal_import(chain_id, department, key, items))
+}
+
+/// Seals records already prepared (each with its secret and the leaf hash of
+/// its transaction's signing bytes) into one import request.
+pub fn seal_import(
+    chain_id: &str,
+    department: &str,
+    key: &SigningKey,
+    items: Vec<(RecordInput, [u8; 32], proofs::Hash)>,
+) -> ImportRequest {
+    let mut leaves = Vec::with_capacity(items.len());
+    let mut out = Vec::with_capacity(items.len());
+    for (r, secret, leaf) in items {
+        leaves.push(leaf);
         out.push(ImportRecord {
             record_type: r.record_type,
             record_id: r.record_id,
@@ -194,10 +209,10 @@ pub fn sign_import(
             count: out.len() as u32,
         },
     );
-    Ok(ImportRequest {
+    ImportRequest {
         records: out,
         seal_signature: hex::encode(key.sign(&seal).0),
-    })
+    }
 }
 
 mod bytes_body {
