@@ -254,7 +254,7 @@ pub async fn run(o: Options) -> anyhow::Result<Vec<Figure>> {
     let mut out = Vec::new();
     let files = city_files(
         "nanjing",
-        "[ledger]\nblock_interval_ms = 5\nmax_block_txs = 8192\nqueue = 4096\n",
+        "[ledger]\nblock_interval_ms = 2\nmax_block_txs = 8192\nqueue = 4096\n",
     );
     let gw = start(&files).await;
 

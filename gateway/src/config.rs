@@ -16,7 +16,7 @@
 //! subject = "keys/nanjing.subject.key"
 //!
 //! [ledger]            # optional
-//! block_interval_ms = 5
+//! block_interval_ms = 2
 //! max_block_txs = 8192
 //! queue = 4096
 //!
@@ -81,7 +81,7 @@ pub struct LedgerSettings {
 impl Default for LedgerSettings {
     fn default() -> Self {
         LedgerSettings {
-            block_interval_ms: 5,
+            block_interval_ms: 2,
             max_block_txs: 8192,
             queue: 4096,
         }
@@ -302,7 +302,7 @@ subject = "s.key"
     #[test]
     fn defaults_paths_and_overrides() {
         let c = load(BASE, &[]).unwrap();
-        assert_eq!(c.ledger.block_interval_ms, 5);
+        assert_eq!(c.ledger.block_interval_ms, 2);
         assert!(c.registry.is_absolute() && c.registry.ends_with("reg.toml"));
         let c = load(
             BASE,
