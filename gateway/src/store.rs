@@ -105,11 +105,22 @@ impl Store for SledStore {
         Ok(self.tree.get(key)?.map(|v| f(&v)).is_some())
     }
     fn last_key_with_prefix(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .tree
-            .scan_prefix(prefix)
-            .next_back()
-            .transpose()?
+        // One descent with `get_lt` below the prefix's successor: sled's
+        // iterators copy whole leaf nodes, which is most of a check's cost.
+        let mut upper = prefix.to_vec();
+        while let Some(last) = upper.pop() {
+            if last < u8::MAX {
+                upper.push(last + 1);
+                break;
+            }
+        }
+        let found = if upper.is_empty() {
+            self.tree.last()?
+        } else {
+            self.tree.get_lt(&upper)?
+        };
+        Ok(found
+            .filter(|(k, _)| k.starts_with(prefix))
             .map(|(k, _)| k.to_vec()))
     }
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
@@ -245,6 +256,34 @@ mod tests {
         exercise(&MemStore::new());
         let dir = tempfile::tempdir().unwrap();
         exercise(&SledStore::open(dir.path()).unwrap());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// The sled look-up (one `get_lt` below the prefix's successor) finds
+        /// the same last key as a plain ordered scan, 0xFF bytes included.
+        #[test]
+        fn last_key_with_prefix_agrees(
+            keys in proptest::collection::vec(proptest::collection::vec(
+                proptest::sample::select(vec![0u8, 1, 0x7f, 0xfe, 0xff]), 0..5), 0..24),
+            prefix in proptest::collection::vec(
+                proptest::sample::select(vec![0u8, 1, 0x7f, 0xfe, 0xff]), 0..3),
+        ) {
+            let mem = MemStore::new();
+            let dir = tempfile::tempdir().unwrap();
+            let sled = SledStore::open(dir.path()).unwrap();
+            let mut a = WriteBatch::new();
+            let mut b = WriteBatch::new();
+            for k in &keys {
+                a.put(k.clone(), vec![1]);
+                b.put(k.clone(), vec![1]);
+            }
+            mem.commit(a).unwrap();
+            sled.commit(b).unwrap();
+            let want = keys.iter().filter(|k| k.starts_with(&prefix)).max().cloned();
+            proptest::prop_assert_eq!(mem.last_key_with_prefix(&prefix).unwrap(), want.clone());
+            proptest::prop_assert_eq!(sled.last_key_with_prefix(&prefix).unwrap(), want);
+        }
     }
 
     #[test]
