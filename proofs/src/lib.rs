@@ -34,6 +34,7 @@ pub mod encoding;
 pub mod hash;
 pub mod header;
 pub mod keys;
+pub mod matching;
 pub mod merkle;
 pub mod report;
 pub mod seal;
