@@ -156,6 +156,11 @@ const MAX_NONCES: usize = 1_000_000;
 
 impl Verifier {
     /// A verifier for gateway `audience`, started at `started_ms`.
+    /// The accepted clock skew (ms).
+    pub fn skew_ms(&self) -> u64 {
+        self.skew_ms
+    }
+    /// A verifier for requests addressed to `audience`.
     pub fn new(audience: &str, skew_ms: u64, started_ms: u64) -> Self {
         Verifier {
             audience: audience.to_owned(),

@@ -219,3 +219,102 @@ mod bytes_body {
     /// A response body.
     pub struct Body(pub Vec<u8>);
 }
+
+/// What `POST /v1/matches` returns: the answer and the gateway's report.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct MatchReply {
+    /// The provider's answer.
+    pub answer: proofs::matching::MatchAnswer,
+    /// The requesting gateway's verification report (as JSON).
+    pub report: serde_json::Value,
+    /// Whether every fact held for the gateway.
+    pub verified: bool,
+}
+
+/// A match question, before it is sealed and signed.
+#[derive(Debug, Clone)]
+pub struct MatchAsk<'a> {
+    /// The provider department.
+    pub provider: &'a str,
+    /// The contract.
+    pub contract: &'a str,
+    /// The question JSON text (record type, predicates, disclose, purpose).
+    pub question: &'a str,
+    /// The subject's identifier.
+    pub subject: &'a str,
+    /// Validity (ms, at most 5 minutes).
+    pub ttl_ms: u64,
+}
+
+/// Builds a match request for `requester`: a fresh random id, the subject
+/// sealed to the provider's registry HPKE key, signed with `key`.
+pub fn sign_match(
+    registry: &Registry,
+    roots: &proofs::TrustRoots,
+    requester: &str,
+    key: &SigningKey,
+    ask: &MatchAsk<'_>,
+    now_ms: u64,
+) -> Result<proofs::matching::MatchRequest, ClientError> {
+    use rand_core::SeedableRng;
+    let hpke = roots
+        .members
+        .get(ask.provider)
+        .and_then(|m| m.hpke)
+        .ok_or_else(|| {
+            ClientError::Decode(format!(
+                "`{}` has no HPKE key in the registry",
+                ask.provider
+            ))
+        })?;
+    let version = registry
+        .contract(ask.contract)
+        .map(|c| c.version)
+        .ok_or_else(|| {
+            ClientError::Decode(format!("no contract `{}` in the registry", ask.contract))
+        })?;
+    let mut id = [0u8; 32];
+    getrandom::fill(&mut id).expect("the OS random source is available");
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).expect("the OS random source is available");
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed(seed);
+    proofs::matching::MatchRequest::create(
+        &proofs::matching::RequestDraft {
+            id: proofs::Hash(id),
+            requester,
+            provider: ask.provider,
+            contract: ask.contract,
+            contract_version: version,
+            question: ask.question,
+            issued_ms: now_ms,
+            expires_ms: now_ms + ask.ttl_ms,
+            subject: ask.subject,
+        },
+        &hpke,
+        key,
+        &mut rng,
+    )
+    .map_err(|e| ClientError::Decode(e.to_string()))
+}
+
+/// Verifies an answer again on the caller's side (trusting only the registry)
+/// and opens it with the requester's HPKE key.
+pub fn open_match(
+    reply: &MatchReply,
+    req: &proofs::matching::MatchRequest,
+    roots: &proofs::TrustRoots,
+    hpke: &proofs::seal::HpkeSecretKey,
+    now_ms: u64,
+) -> Result<(proofs::matching::AnswerPlain, proofs::Report), ClientError> {
+    let mut report = proofs::Report::new();
+    let verified = proofs::matching::verify_answer(&reply.answer, req, roots, now_ms, &mut report)
+        .ok_or_else(|| {
+            ClientError::Decode(format!(
+                "the answer does not verify: {}",
+                report.first_failure_code().unwrap_or("unknown")
+            ))
+        })?;
+    let plain = proofs::matching::open_answer(&reply.answer, req, &verified, hpke)
+        .map_err(|e| ClientError::Decode(format!("{}: {e}", e.code())))?;
+    Ok((plain, report))
+}

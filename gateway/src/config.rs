@@ -20,6 +20,12 @@
 //! max_block_txs = 8192
 //! queue = 4096
 //!
+//! [relay]             # optional: without it, no other city is reached
+//! listen = ["/ip4/0.0.0.0/tcp/4102"]
+//! peers = { "shanghai.gateway" = ["/ip4/10.0.0.1/tcp/4101"] }  # overrides registry addresses
+//! sync_interval_ms = 500
+//! request_timeout_ms = 10000
+//!
 //! [http]              # optional
 //! max_body_bytes = 16777216
 //! clock_skew_ms = 30000
@@ -52,6 +58,34 @@ pub struct Config {
     /// HTTP limits.
     #[serde(default)]
     pub http: HttpSettings,
+    /// libp2p between gateways.
+    #[serde(default)]
+    pub relay: Option<RelaySettings>,
+}
+
+/// libp2p settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySettings {
+    /// Listen addresses (libp2p multiaddrs).
+    pub listen: Vec<String>,
+    /// Addresses of peers by registry id, replacing the registry's.
+    pub peers: std::collections::BTreeMap<String, Vec<String>>,
+    /// How often other chains' headers are pulled (ms).
+    pub sync_interval_ms: u64,
+    /// Time for one attempt of a request to another gateway (ms).
+    pub request_timeout_ms: u64,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings {
+            listen: Vec::new(),
+            peers: Default::default(),
+            sync_interval_ms: 500,
+            request_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// Key file paths.
@@ -64,6 +98,9 @@ pub struct Keys {
     pub endorsers: Vec<PathBuf>,
     /// The city's subject-reference key.
     pub subject: PathBuf,
+    /// HPKE keys of the departments this gateway answers matches for.
+    #[serde(default)]
+    pub custody: Vec<PathBuf>,
 }
 
 /// Block cutting.
@@ -154,6 +191,10 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("keys.gateway", Kind::Str),
     ("keys.endorsers", Kind::List),
     ("keys.subject", Kind::Str),
+    ("keys.custody", Kind::List),
+    ("relay.listen", Kind::List),
+    ("relay.sync_interval_ms", Kind::Int),
+    ("relay.request_timeout_ms", Kind::Int),
     ("ledger.block_interval_ms", Kind::Int),
     ("ledger.max_block_txs", Kind::Int),
     ("ledger.queue", Kind::Int),
@@ -236,6 +277,7 @@ impl Config {
         fix(&mut cfg.keys.gateway);
         fix(&mut cfg.keys.subject);
         cfg.keys.endorsers.iter_mut().for_each(fix);
+        cfg.keys.custody.iter_mut().for_each(fix);
         cfg.validate()?;
         Ok(cfg)
     }
@@ -262,6 +304,17 @@ impl Config {
         }
         if self.http.clock_skew_ms == 0 || self.http.clock_skew_ms > 600_000 {
             return bad("http.clock_skew_ms", "must be between 1 and 600000");
+        }
+        if let Some(r) = &self.relay {
+            if r.sync_interval_ms < 10 || r.sync_interval_ms > 3_600_000 {
+                return bad("relay.sync_interval_ms", "must be between 10 and 3600000");
+            }
+            if r.request_timeout_ms < 100 || r.request_timeout_ms > 600_000 {
+                return bad("relay.request_timeout_ms", "must be between 100 and 600000");
+            }
+            if r.listen.is_empty() {
+                return bad("relay.listen", "must name at least one address");
+            }
         }
         if self.keys.endorsers.is_empty() {
             return bad("keys.endorsers", "must list the locally held endorser keys");

@@ -396,12 +396,29 @@ pub enum Intent {
         /// The members, in batch order.
         members: Vec<Publish>,
     },
+    /// Record an access (a match answered or denied) before answering.
+    Log(Box<AccessEntry>),
+}
+
+/// An access-log entry with what the gateway keeps about the answer.
+#[derive(Debug, Clone)]
+pub struct AccessEntry {
+    /// The access-log transaction (signed by this gateway).
+    pub tx: PreparedTx,
+    /// The request it answers (one entry per request id).
+    pub request_id: Hash,
+    /// The subjects asked about.
+    pub subjects: Vec<SubjectRef>,
+    /// When (Unix ms).
+    pub at_ms: u64,
+    /// What the gateway needs to answer a resend (opaque to the ledger).
+    pub state: Vec<u8>,
 }
 
 impl Intent {
     fn tx_count(&self) -> usize {
         match self {
-            Intent::Publish(_) | Intent::Revoke { .. } => 1,
+            Intent::Publish(_) | Intent::Revoke { .. } | Intent::Log(_) => 1,
             Intent::Import { members, .. } => 1 + members.len(),
         }
     }
@@ -472,6 +489,23 @@ fn loc_bytes(l: &TxLocation) -> Vec<u8> {
     let mut b = be8(l.height).to_vec();
     b.extend_from_slice(&l.index.to_be_bytes());
     b
+}
+
+/// Length of a full location: height, index and leaf.
+const LOC_LEN: usize = 8 + 4 + 32;
+
+fn loc_full(l: &TxLocation) -> Vec<u8> {
+    let mut b = loc_bytes(l);
+    b.extend_from_slice(&l.leaf.0);
+    b
+}
+
+fn loc_from(v: &[u8]) -> Option<TxLocation> {
+    Some(TxLocation {
+        height: u64::from_be_bytes(v.get(0..8)?.try_into().ok()?),
+        index: u32::from_be_bytes(v.get(8..12)?.try_into().ok()?),
+        leaf: Hash(v.get(12..LOC_LEN)?.try_into().ok()?),
+    })
 }
 
 /// What [`Ledger::open`] checked.
@@ -832,6 +866,45 @@ impl Ledger {
             None => Err(corrupt(height, "record pointer to a missing value")),
         }
     }
+    /// The access-log entry written for a request id, and the state kept with it.
+    pub fn access_state(
+        &self,
+        request_id: &Hash,
+    ) -> Result<Option<(TxLocation, Vec<u8>)>, LedgerError> {
+        match self.store.get(&key(b'Q', &[&request_id.0]))? {
+            None => Ok(None),
+            Some(v) => {
+                let loc = loc_from(&v).ok_or_else(|| corrupt(0, "malformed access state"))?;
+                Ok(Some((loc, v[LOC_LEN..].to_vec())))
+            }
+        }
+    }
+    /// Access-log entries about `subject` from `since_ms` on, oldest first.
+    pub fn accesses_of_subject(
+        &self,
+        subject: &SubjectRef,
+        since_ms: u64,
+    ) -> Result<Vec<(u64, TxLocation)>, LedgerError> {
+        let from = key(b'A', &[&subject.0.0, &be8(since_ms)]);
+        let to = key(b'A', &[&subject.0.0, &be8(u64::MAX), &[0xff; 33]]);
+        let mut out = Vec::new();
+        let mut bad = false;
+        self.store.range(&from, &to, &mut |k, v| {
+            let at = k
+                .get(33..41)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
+            match (at, loc_from(v)) {
+                (Some(at), Some(l)) => out.push((at, l)),
+                _ => bad = true,
+            }
+            true
+        })?;
+        if bad {
+            return Err(corrupt(0, "malformed access index entry"));
+        }
+        Ok(out)
+    }
     /// Records that name `subject`.
     pub fn records_of_subject(&self, subject: &SubjectRef) -> Result<Vec<RecordKey>, LedgerError> {
         Ok(self
@@ -859,6 +932,7 @@ impl Ledger {
         let mut versions: HashMap<(RecordKey, u32), (Hash, u64, Option<TxLocation>)> =
             HashMap::new();
         let mut seen_leaves: HashMap<Hash, TxLocation> = HashMap::new();
+        let mut seen_requests: HashMap<Hash, TxLocation> = HashMap::new();
         let mut batch = WriteBatch::new();
         let mut revoked: std::collections::HashSet<RecordKey> = std::collections::HashSet::new();
         let mut outcomes = Vec::with_capacity(intents.len());
@@ -939,6 +1013,35 @@ impl Ledger {
                             states.insert(k, st);
                             Outcome::Written { location }
                         }
+                    };
+                    outcomes.push(vec![o]);
+                }
+                Intent::Log(entry) => {
+                    let existing = match seen_requests.get(&entry.request_id) {
+                        Some(l) => Some(*l),
+                        None => self.access_state(&entry.request_id)?.map(|(l, _)| l),
+                    };
+                    let o = if let Some(location) = existing {
+                        Outcome::Duplicate { location }
+                    } else {
+                        let location = TxLocation {
+                            height,
+                            index: txs.len() as u32,
+                            leaf: entry.tx.leaf,
+                        };
+                        seen_leaves.insert(entry.tx.leaf, location);
+                        seen_requests.insert(entry.request_id, location);
+                        let mut q = loc_full(&location);
+                        q.extend_from_slice(&entry.state);
+                        batch.put(key(b'Q', &[&entry.request_id.0]), q);
+                        for s in &entry.subjects {
+                            batch.put(
+                                key(b'A', &[&s.0.0, &be8(entry.at_ms), &entry.request_id.0]),
+                                loc_full(&location),
+                            );
+                        }
+                        txs.push(entry.tx);
+                        Outcome::Written { location }
                     };
                     outcomes.push(vec![o]);
                 }

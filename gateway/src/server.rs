@@ -15,6 +15,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::keyfile;
 use crate::ledger::{Ledger, LocalEndorsers, OpenReport};
+use crate::light::LightClients;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::SledStore;
@@ -27,6 +28,7 @@ pub struct Gateway {
     /// What the ledger check on open found.
     pub open_report: OpenReport,
     writer_thread: WriterThread,
+    relay: Option<(relay::RelayConfig, Duration)>,
 }
 
 impl Gateway {
@@ -92,12 +94,52 @@ impl Gateway {
             );
         }
         let (_, subject_key): (_, SubjectKey) = keyfile::read_subject(&cfg.keys.subject)?;
+        let mut custody = std::collections::HashMap::new();
+        for p in &cfg.keys.custody {
+            let (id, k) = keyfile::read_hpke(p)?;
+            let member = roots
+                .members
+                .get(&id)
+                .filter(|m| m.role == proofs::Role::Department && m.city == cfg.city)
+                .with_context(|| {
+                    format!(
+                        "keys.custody: {} is for `{id}`, not a department of {}",
+                        p.display(),
+                        cfg.city
+                    )
+                })?;
+            if member.hpke != Some(k.public()) {
+                bail!(
+                    "keys.custody: {} is not the HPKE key the registry lists for `{id}`",
+                    p.display()
+                );
+            }
+            custody.insert(id, k);
+        }
 
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("data_dir {}", cfg.data_dir.display()))?;
-        let store = Arc::new(
+        let store: Arc<dyn crate::store::Store> = Arc::new(
             SledStore::open(&cfg.data_dir.join("ledger")).context("opening the ledger store")?,
         );
+        let light = Arc::new(
+            LightClients::open(store.clone(), roots.clone(), &city.chain.chain_id)
+                .context("opening the light clients")?,
+        );
+        let relay = match &cfg.relay {
+            None => None,
+            Some(r) => {
+                let mut rc = crate::network::relay_config(
+                    &registry,
+                    &city.gateway.id,
+                    gw_key.clone(),
+                    &r.listen,
+                    &r.peers,
+                )?;
+                rc.request_timeout = Duration::from_millis(r.request_timeout_ms);
+                Some((rc, Duration::from_millis(r.sync_interval_ms)))
+            }
+        };
         let (ledger, open_report) = Ledger::open(
             store,
             chain,
@@ -128,11 +170,16 @@ impl Gateway {
             clock,
             max_body_bytes: cfg.http.max_body_bytes,
             metrics: Metrics::default(),
+            gateway_key: gw_key,
+            custody,
+            light,
+            relay: std::sync::OnceLock::new(),
         });
         Ok(Gateway {
             state,
             open_report,
             writer_thread,
+            relay,
         })
     }
 
@@ -146,8 +193,22 @@ impl Gateway {
         let Gateway {
             state,
             writer_thread,
+            relay,
             ..
         } = self;
+        if let Some((rc, sync)) = relay {
+            let handler = Arc::new(crate::network::GatewayHandler::new(&state));
+            let node = relay::Relay::start(rc, handler)
+                .await
+                .context("starting the relay")?;
+            tracing::info!(peer_id = %node.local_peer_id(), "relay started");
+            let _ = state.relay.set(node);
+            tokio::spawn(crate::network::follow(Arc::downgrade(&state), sync));
+            tokio::spawn(crate::network::push_headers(
+                Arc::downgrade(&state),
+                Duration::from_millis(100),
+            ));
+        }
         let app = crate::api::router(state.clone());
         drop(state);
         axum::serve(listener, app)

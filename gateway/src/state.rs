@@ -1,6 +1,10 @@
 //! The state every request handler shares.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use proofs::SigningKey;
+use proofs::seal::HpkeSecretKey;
 
 use proofs::Hash;
 use proofs::subject::SubjectKey;
@@ -10,6 +14,7 @@ use regions::Registry;
 use crate::auth::Verifier;
 use crate::clock::Clock;
 use crate::ledger::Ledger;
+use crate::light::LightClients;
 use crate::metrics::Metrics;
 use crate::writer::Writer;
 
@@ -39,4 +44,12 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Counters.
     pub metrics: Metrics,
+    /// This gateway's key (it signs access-log entries).
+    pub gateway_key: SigningKey,
+    /// HPKE keys of the departments this gateway answers for (their custodian).
+    pub custody: HashMap<String, HpkeSecretKey>,
+    /// Light clients of the other cities' chains.
+    pub light: Arc<LightClients>,
+    /// The libp2p node, once started.
+    pub relay: OnceLock<relay::Relay>,
 }

@@ -111,6 +111,7 @@ pub fn write_city(
         city,
         &subject_key(city).to_bytes(),
     );
+    let mut custody = Vec::new();
     for d in &c.departments {
         write_key(
             &keys,
@@ -118,6 +119,32 @@ pub fn write_city(
             KeyKind::Ed25519,
             &d.id,
             &signing_key(&d.id).to_seed(),
+        );
+        // The gateway answers matches for its departments: it holds their HPKE keys.
+        let name = format!("{}.hpke.key", d.id);
+        write_key(
+            &keys,
+            &name,
+            KeyKind::X25519,
+            &d.id,
+            &test_seed(&format!("{}/hpke", d.id)),
+        );
+        custody.push(format!("\"keys/{name}\""));
+    }
+    for m in &c.centres {
+        write_key(
+            &keys,
+            &format!("{}.ed25519.key", m.id),
+            KeyKind::Ed25519,
+            &m.id,
+            &signing_key(&m.id).to_seed(),
+        );
+        write_key(
+            &keys,
+            &format!("{}.hpke.key", m.id),
+            KeyKind::X25519,
+            &m.id,
+            &test_seed(&format!("{}/hpke", m.id)),
         );
     }
     let config = format!(
@@ -132,9 +159,11 @@ http_listen = "{listen}"
 gateway = "keys/gateway.key"
 endorsers = [{}]
 subject = "keys/subject.key"
+custody = [{}]
 {extra}
 "#,
-        endorsers.join(", ")
+        endorsers.join(", "),
+        custody.join(", ")
     );
     let config_path = dir.join("gateway.toml");
     std::fs::write(&config_path, config)?;
@@ -174,8 +203,13 @@ impl Running {
 
 /// Opens and serves the gateway of `files` in this process.
 pub async fn start(files: &CityFiles) -> Running {
+    start_with_clock(files, Arc::new(SystemClock)).await
+}
+
+/// Opens and serves the gateway of `files` in this process, reading `clock`.
+pub async fn start_with_clock(files: &CityFiles, clock: Arc<dyn crate::clock::Clock>) -> Running {
     let cfg = Config::load(&files.config_path, &|_| None).expect("test kit");
-    let gw = Gateway::open(&cfg, Arc::new(SystemClock)).expect("test kit");
+    let gw = Gateway::open(&cfg, clock).expect("test kit");
     let state = gw.state.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -242,4 +276,49 @@ pub fn marriage(
         fields: fields.as_object().expect("test kit").clone(),
         issued_ms: 1_558_310_400_000,
     }
+}
+
+/// A free loopback TCP address as a libp2p multiaddr (bound, then released).
+pub fn free_multiaddr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("test kit");
+    let port = l.local_addr().expect("test kit").port();
+    format!("/ip4/127.0.0.1/tcp/{port}")
+}
+
+/// A `[relay]` section listening on `addrs[me]` with every other entry of
+/// `addrs` as a peer address override.
+pub fn relay_section(me: &str, addrs: &std::collections::BTreeMap<String, String>) -> String {
+    let peers: Vec<String> = addrs
+        .iter()
+        .filter(|(id, _)| id.as_str() != me)
+        .map(|(id, a)| format!("\"{id}\" = [\"{a}\"]"))
+        .collect();
+    format!(
+        "[relay]\nlisten = [\"{}\"]\nsync_interval_ms = 100\nrequest_timeout_ms = 3000\npeers = {{ {} }}\n",
+        addrs[me],
+        peers.join(", ")
+    )
+}
+
+/// Starts a hub (a relay node with no chain) for `hub` of the example registry.
+pub async fn start_hub(
+    registry: &Registry,
+    hub: &str,
+    addrs: &std::collections::BTreeMap<String, String>,
+) -> relay::Relay {
+    let mut cfg = crate::network::relay_config(
+        registry,
+        hub,
+        signing_key(hub),
+        &[addrs[hub].clone()],
+        &addrs
+            .iter()
+            .map(|(k, v)| (k.clone(), vec![v.clone()]))
+            .collect(),
+    )
+    .expect("test kit");
+    cfg.request_timeout = std::time::Duration::from_secs(3);
+    relay::Relay::start(cfg, std::sync::Arc::new(crate::network::HubHandler))
+        .await
+        .expect("test kit")
 }

@@ -8,6 +8,7 @@
 
 pub mod chain;
 pub mod health;
+pub mod matches;
 pub mod records;
 
 use std::sync::Arc;
@@ -30,7 +31,7 @@ pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Stable code, e.g. `auth.replayed`.
-    pub code: &'static str,
+    pub code: std::borrow::Cow<'static, str>,
     /// Explanation.
     pub message: String,
     /// The field at fault.
@@ -39,10 +40,14 @@ pub struct ApiError {
 
 impl ApiError {
     /// A new error.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<std::borrow::Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError {
             status,
-            code,
+            code: code.into(),
             message: message.into(),
             field: None,
         }
@@ -95,7 +100,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
             error: ErrorInner {
-                code: self.code,
+                code: &self.code,
                 message: &self.message,
                 field: self.field.as_deref(),
             },
@@ -268,6 +273,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/records/{record_type}/{record_id}/versions/{version}/fields/{field}",
             get(records::disclose),
         )
+        .route("/v1/matches", post(matches::ask))
+        .route("/v1/access-ledger", post(matches::access_ledger))
+        .route("/v1/light", get(matches::light_status))
+        .route("/v1/light/{chain}/unfreeze", post(matches::unfreeze))
         .route("/metrics", get(health::metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
