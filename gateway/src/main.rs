@@ -86,6 +86,32 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Ask a selective match (a service centre or department): the answer is
+    /// verified by the gateway and again here, then opened with the HPKE key.
+    Match {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(flatten)]
+        ask: cli::MatchArgs,
+    },
+    /// Run a hub: a relay between city gateways with no chain of its own.
+    Hub {
+        /// The registry file.
+        #[arg(long, env = "TONGBAN_REGISTRY")]
+        registry: PathBuf,
+        /// Its pinned SHA-256.
+        #[arg(long, env = "TONGBAN_REGISTRY_SHA256")]
+        registry_sha256: proofs::Hash,
+        /// The hub's Ed25519 key file.
+        #[arg(long, env = "TONGBAN_KEY")]
+        key: PathBuf,
+        /// Listen address (libp2p multiaddr).
+        #[arg(long, default_value = "/ip4/0.0.0.0/tcp/4100")]
+        listen: String,
+        /// Peer address override, `ID=MULTIADDR` (repeatable).
+        #[arg(long)]
+        peer: Vec<String>,
+    },
     /// Fetch a transaction's proof bundle and verify it locally with the registry.
     Proof {
         #[command(flatten)]
@@ -333,6 +359,48 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Records { client, command } => cli::records(client, command).await,
         Command::Proof { client, leaf } => cli::proof(client, &leaf).await,
+        Command::Match { client, ask } => cli::ask_match(client, ask).await,
+        Command::Hub {
+            registry,
+            registry_sha256,
+            key,
+            listen,
+            peer,
+        } => {
+            let reg = regions::load_pinned(&registry, registry_sha256)
+                .with_context(|| format!("registry {}", registry.display()))?;
+            reg.trust_roots(registry_sha256)
+                .context("registry validation")?;
+            let (id, k) = gateway::keyfile::read_signing(&key)?;
+            if !reg
+                .hubs
+                .iter()
+                .any(|h| h.id == id && h.signing_key == k.public().to_hex())
+            {
+                bail!(
+                    "{} is not the key of a hub in the registry (`{id}`)",
+                    key.display()
+                );
+            }
+            let mut overrides = std::collections::BTreeMap::new();
+            for p in peer {
+                let (pid, addr) = p
+                    .split_once('=')
+                    .with_context(|| format!("--peer {p}: expected ID=MULTIADDR"))?;
+                overrides
+                    .entry(pid.to_owned())
+                    .or_insert_with(Vec::new)
+                    .push(addr.to_owned());
+            }
+            let cfg = gateway::network::relay_config(&reg, &id, k, &[listen], &overrides)?;
+            let node = relay::Relay::start(cfg, Arc::new(gateway::network::HubHandler)).await?;
+            for a in node.listen_addrs().await {
+                println!("hub `{id}` listening on {a}/p2p/{}", node.local_peer_id());
+            }
+            shutdown_signal().await;
+            drop(node);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Bench {
             command:
                 BenchCommand::Ingest {

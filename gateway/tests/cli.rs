@@ -221,3 +221,69 @@ fn keys_gen_and_region_check() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_centre_operator_asks_a_match_from_the_command_line() {
+    let files = city_files("nanjing", "");
+    let (mut child, url) = serve(&files);
+    // The civil-affairs bureau publishes a marriage record.
+    let record = files.dir.path().join("m.json");
+    std::fs::write(
+        &record,
+        serde_json::to_vec(&marriage("CLI-M-1", 1, 501, 502, "married")).unwrap(),
+    )
+    .unwrap();
+    let out = tongban()
+        .args(["records"])
+        .args(client_args(&files, &url))
+        .args(["publish"])
+        .arg(&record)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The service centre asks; the subject comes on stdin, never as an argument.
+    let keys = files.dir.path().join("keys");
+    let ask = |subject: String| {
+        let mut c = tongban()
+            .args(["match", "--gateway", &url, "--registry"])
+            .arg(&files.registry_path)
+            .arg("--key")
+            .arg(keys.join("nanjing.centre.ed25519.key"))
+            .arg("--hpke-key")
+            .arg(keys.join("nanjing.centre.hpke.key"))
+            .args([
+                "--provider",
+                "nanjing.civil-affairs",
+                "--contract",
+                "house-transfer.marriage",
+                "--predicates",
+                r#"[{"field":"status","op":"eq","value":"married"}]"#,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        writeln!(c.stdin.take().unwrap(), "{subject}").unwrap();
+        c.wait_with_output().unwrap()
+    };
+    let yes = summary(&ask(resident(501)));
+    assert_eq!(yes["verdict"], "holds", "{yes:#}");
+    assert!(yes["facts_verified"].as_u64().unwrap() >= 8);
+    let none = summary(&ask(resident(999)));
+    assert_eq!(none["verdict"], "no_record");
+    // A resident identity number with a wrong check digit is refused, not guessed at.
+    let mut typo = resident(501);
+    let last = typo.pop().unwrap();
+    typo.push(if last == '1' { '2' } else { '1' });
+    let bad = ask(typo);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("match.subject"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

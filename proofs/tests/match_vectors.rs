@@ -103,7 +103,10 @@ fn match_vectors_are_current() {
         std::fs::write(&path, &text).unwrap();
     }
     let held = std::fs::read_to_string(&path).expect("docs/vectors/match-v1.json exists");
-    assert_eq!(held, text, "rewrite with TONGBAN_WRITE_KAT=1 after an intended change");
+    assert_eq!(
+        held, text,
+        "rewrite with TONGBAN_WRITE_KAT=1 after an intended change"
+    );
 }
 
 #[test]
