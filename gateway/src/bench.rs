@@ -62,7 +62,14 @@ pub struct Figure {
     pub floor_ratio: Option<f64>,
 }
 
-fn figure(name: &str, value: f64, unit: &str, target: &str, floor_ratio: Option<f64>) -> Figure {
+/// A figure.
+pub fn figure(
+    name: &str,
+    value: f64,
+    unit: &str,
+    target: &str,
+    floor_ratio: Option<f64>,
+) -> Figure {
     Figure {
         name: name.into(),
         value,

@@ -37,7 +37,9 @@ pub enum ClientError {
     Record(#[from] RecordError),
 }
 
-/// A client acting for one registry member towards one gateway.
+/// A client acting for one registry member towards one gateway (cloning
+/// shares the connection pool).
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,

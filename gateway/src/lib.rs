@@ -22,6 +22,7 @@
 pub mod api;
 pub mod auth;
 pub mod bench;
+pub mod bench_match;
 pub mod cli;
 pub mod client;
 pub mod clock;

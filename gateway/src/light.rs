@@ -225,6 +225,10 @@ impl LightClients {
             .chains
             .get(&chain)
             .ok_or_else(|| LightError::UnknownChain(chain.clone()))?;
+        // A header already held was verified when it was stored.
+        if self.is_held(&ch.header)? {
+            return Ok(Observed::Known);
+        }
         verify_certificate(&ch.header, &ch.certificate, trust).map_err(|e| {
             LightError::NoQuorum {
                 chain: chain.clone(),
@@ -315,6 +319,15 @@ impl LightClients {
         self.store.commit(batch)?;
         tracing::warn!(chain = %chain, height = f.height, "fork evidence cleared by an operator");
         Ok(Some(f))
+    }
+
+    /// True if exactly this header is held (so its certificate was verified).
+    pub fn is_held(&self, h: &proofs::header::Header) -> Result<bool, StoreError> {
+        let mut same = false;
+        self.store.peek(&hkey(&h.chain_id, h.height), &mut |b| {
+            same = CertifiedHeader::decode(b).is_ok_and(|held| held.header.hash() == h.hash());
+        })?;
+        Ok(same)
     }
 
     /// Hash of the held header at `height`, if any.

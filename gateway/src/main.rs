@@ -123,6 +123,21 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Cross-city matches between two gateways over loopback libp2p; prints JSON.
+    Match {
+        /// Matches in the throughput run.
+        #[arg(long, default_value_t = 5000)]
+        matches: usize,
+        /// Concurrent callers in the throughput run.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Offered rate of the latency run (matches/s).
+        #[arg(long, default_value_t = 500.0)]
+        rate: f64,
+        /// Matches in the latency run.
+        #[arg(long, default_value_t = 3000)]
+        latency_matches: usize,
+    },
     /// Ledger benchmarks: API ingest, latency, bulk import, sizes, proof generation.
     Ingest {
         /// Records for the API ingest run.
@@ -399,6 +414,25 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             }
             shutdown_signal().await;
             drop(node);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Match {
+                    matches,
+                    concurrency,
+                    rate,
+                    latency_matches,
+                },
+        } => {
+            let figs = gateway::bench_match::run(gateway::bench_match::MatchOptions {
+                matches,
+                concurrency,
+                rate,
+                latency_matches,
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&figs)?);
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Bench {

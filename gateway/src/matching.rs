@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 
 use proofs::matching::{
-    AnswerPlain, MatchAnswer, MatchRequest, RecordRef, Verdict, VerifiedAccess, verify_answer,
+    AnswerPlain, MatchAnswer, MatchRequest, RecordRef, Verdict, VerifiedAccess, verify_answer_with,
 };
 use proofs::report::Report;
 use proofs::seal::Sealed;
@@ -405,10 +405,9 @@ pub fn verify(
 ) -> Result<Checked, Refusal> {
     let now = state.clock.now_ms();
     let mut report = Report::new();
-    let verified: Option<VerifiedAccess> =
-        verify_answer(&answer, req, &state.roots, now, &mut report);
-    let mut ok = verified.is_some() && report.ok();
-    // The headers must agree with what this gateway follows; a conflict is a fork.
+    let mut ok = true;
+    // First the headers against what this gateway follows (a conflict is a
+    // fork); a header stored by the light client has had its quorum verified.
     let mut headers = vec![&answer.access.header];
     if let Some(r) = &answer.record {
         headers.push(&r.header);
@@ -459,6 +458,22 @@ pub fn verify(
             }
         }
     }
+    let own = state.ledger.chain_id().to_owned();
+    let held = |h: &proofs::header::Header| {
+        if h.chain_id == own {
+            state
+                .ledger
+                .header(h.height)
+                .ok()
+                .flatten()
+                .is_some_and(|x| x.header.hash() == h.hash())
+        } else {
+            state.light.is_held(h).unwrap_or(false)
+        }
+    };
+    let verified: Option<VerifiedAccess> =
+        verify_answer_with(&answer, req, &state.roots, now, &mut report, &held);
+    ok &= verified.is_some() && report.ok();
     Ok(Checked {
         answer,
         report,

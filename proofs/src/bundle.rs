@@ -201,6 +201,22 @@ pub fn verify_bundle(
     subject: &str,
     report: &mut Report,
 ) -> Option<Transaction> {
+    verify_bundle_with(bundle, roots, now_ms, subject, report, &|_| false)
+}
+
+/// [`verify_bundle`], except that a header for which `certified(header)` is
+/// true is taken as already certified — the caller verified that very
+/// header's certificate before (a light client stores headers only after
+/// verifying them) — and its certificate is not verified again. The report
+/// says so.
+pub fn verify_bundle_with(
+    bundle: &ProofBundle,
+    roots: &TrustRoots,
+    now_ms: u64,
+    subject: &str,
+    report: &mut Report,
+    certified: &dyn Fn(&crate::header::Header) -> bool,
+) -> Option<Transaction> {
     let h = &bundle.header.header;
     let later = [
         "header.time",
@@ -235,7 +251,17 @@ pub fn verify_bundle(
         format!("chain `{}` is in the registry", h.chain_id),
     );
 
-    if let Err(e) = verify_certificate(h, &bundle.header.certificate, chain) {
+    if certified(h) {
+        report.holds(
+            subject,
+            "header.certificate",
+            format!(
+                "header {} at height {} was verified before and is held by the light client",
+                h.hash(),
+                h.height
+            ),
+        );
+    } else if let Err(e) = verify_certificate(h, &bundle.header.certificate, chain) {
         let (expected, found) = match &e {
             CertError::BelowThreshold { expected, found } => {
                 (format!("{expected} distinct endorsers"), format!("{found}"))
@@ -256,19 +282,20 @@ pub fn verify_bundle(
         );
         skip_rest(report, 0, "header.certificate failed");
         return None;
+    } else {
+        report.holds(
+            subject,
+            "header.certificate",
+            format!(
+                "header {} at height {} endorsed by {} of {} endorsers (threshold {})",
+                h.hash(),
+                h.height,
+                bundle.header.certificate.endorsements.len(),
+                chain.endorsers().len(),
+                chain.threshold()
+            ),
+        );
     }
-    report.holds(
-        subject,
-        "header.certificate",
-        format!(
-            "header {} at height {} endorsed by {} of {} endorsers (threshold {})",
-            h.hash(),
-            h.height,
-            bundle.header.certificate.endorsements.len(),
-            chain.endorsers().len(),
-            chain.threshold()
-        ),
-    );
 
     let limit = now_ms.saturating_add(roots.max_clock_skew_ms);
     if h.timestamp_ms > limit {

@@ -24,7 +24,7 @@ use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::bundle::{ProofBundle, verify_bundle};
+use crate::bundle::{ProofBundle, verify_bundle_with};
 use crate::encoding::{DecodeError, Decoder, Encoder};
 use crate::hash::{Hash, sha256};
 use crate::keys::{HpkePublicKey, Signature, SigningKey};
@@ -466,6 +466,19 @@ pub fn verify_answer(
     now_ms: u64,
     report: &mut Report,
 ) -> Option<VerifiedAccess> {
+    verify_answer_with(answer, request, roots, now_ms, report, &|_| false)
+}
+
+/// [`verify_answer`] with headers the caller already verified taken as
+/// certified (see [`crate::bundle::verify_bundle_with`]).
+pub fn verify_answer_with(
+    answer: &MatchAnswer,
+    request: &MatchRequest,
+    roots: &TrustRoots,
+    now_ms: u64,
+    report: &mut Report,
+    certified: &dyn Fn(&crate::header::Header) -> bool,
+) -> Option<VerifiedAccess> {
     let before = report.facts.len();
     if answer.request_id == request.id {
         report.holds("answer", "answer.request", "answers this request id");
@@ -480,7 +493,14 @@ pub fn verify_answer(
         );
     }
     let provider = roots.members.get(&request.provider);
-    let access_tx = verify_bundle(&answer.access, roots, now_ms, "access log", report);
+    let access_tx = verify_bundle_with(
+        &answer.access,
+        roots,
+        now_ms,
+        "access log",
+        report,
+        certified,
+    );
     let mut subjects = Vec::new();
     let mut committed = None;
     if let (Some(tx), Some(provider)) = (&access_tx, provider) {
@@ -561,7 +581,7 @@ pub fn verify_answer(
     }
     let mut record = None;
     if let Some(b) = &answer.record
-        && let Some(tx) = verify_bundle(b, roots, now_ms, "record", report)
+        && let Some(tx) = verify_bundle_with(b, roots, now_ms, "record", report, certified)
     {
         match &tx.body {
             TxBody::RecordCommit { subjects: rs, .. }
