@@ -288,3 +288,34 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every route the router serves is documented in the OpenAPI document,
+    /// and nothing else is.
+    #[test]
+    fn openapi_documents_exactly_the_routes() {
+        let src = include_str!("mod.rs");
+        let src = src.split("#[cfg(test)]").next().unwrap();
+        let mut routes: Vec<&str> = src
+            .match_indices(".route(")
+            .filter_map(|(i, m)| {
+                src[i + m.len()..]
+                    .trim_start()
+                    .strip_prefix('"')?
+                    .split('"')
+                    .next()
+            })
+            .collect();
+        routes.sort_unstable();
+        let doc: serde_json::Value = serde_json::from_str(super::health::OPENAPI).unwrap();
+        let mut documented: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        documented.sort_unstable();
+        assert_eq!(routes, documented);
+    }
+}
