@@ -4,6 +4,7 @@
 //! caller, who alone can open them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gateway::client::{
@@ -58,7 +59,11 @@ fn gateways() -> BTreeMap<String, String> {
 }
 
 async fn region() -> Region {
-    let addrs = gateways();
+    region_with(&gateways()).await
+}
+
+async fn region_with(addrs: &BTreeMap<String, String>) -> Region {
+    let addrs = addrs.clone();
     let mut cities = BTreeMap::new();
     for c in ["nanjing", "shanghai", "hefei"] {
         let files = city_files(c, &relay_section(&format!("{c}.gateway"), &addrs));
@@ -410,4 +415,80 @@ async fn a_forked_header_freezes_the_chain() {
         .await
         .unwrap();
     assert_eq!(body["cleared"]["height"], held.header.height);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unlisted_and_garbage_peers_do_not_disturb_the_region() {
+    let addrs = gateways();
+    let r = region_with(&addrs).await;
+    let (nj, hf) = (&r.cities["nanjing"], &r.cities["hefei"]);
+    publish(hf, "hefei.civil-affairs", "HF-9", 61, 62, "married").await;
+    // An identity the registry does not list, posing as a gateway: refused
+    // after the Noise handshake, before any protocol.
+    let mut cfg = relay::RelayConfig::new("intruder", proofs::SigningKey::from_seed(&[0x42; 32]));
+    let nanjing = regions::test_keys::ed25519("nanjing.gateway");
+    cfg.peers = vec![relay::PeerInfo {
+        id: "nanjing.gateway".into(),
+        key: nanjing,
+        addrs: vec![addrs["nanjing.gateway"].parse().unwrap()],
+    }];
+    cfg.directory = [("nanjing.gateway".to_string(), nanjing)]
+        .into_iter()
+        .collect();
+    cfg.request_timeout = Duration::from_secs(2);
+    cfg.attempts = 2;
+    let intruder = relay::Relay::start(cfg, Arc::new(gateway::network::HubHandler))
+        .await
+        .unwrap();
+    let q = question(&nj.files, married(), &[]);
+    let req = request(
+        &nj.files,
+        "nanjing.centre",
+        "nanjing.civil-affairs",
+        &q,
+        &resident(61),
+    );
+    let err = intruder
+        .request(
+            "nanjing.gateway",
+            "match",
+            serde_json::to_vec(&req).unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "relay.unreachable", "{err}");
+    let nj_relay = nj.run().state.relay.get().unwrap().clone();
+    assert!(
+        nj_relay
+            .stats()
+            .refused_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    // Garbage on the gateway's libp2p port.
+    let port: u16 = addrs["nanjing.gateway"]
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for _ in 0..5 {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _ = s.write_all(b"\x13/multistream/1.0.0\n\xff\xff\xff\xff garbage garbage");
+    }
+    // The others keep working: a match through the hub still answers and verifies.
+    let req = request(
+        &nj.files,
+        "nanjing.centre",
+        "hefei.civil-affairs",
+        &q,
+        &resident(61),
+    );
+    let reply = ask(nj, &req).await.unwrap();
+    assert!(reply.verified);
+    assert_eq!(
+        open(&nj.files, &reply, &req, &hpke_secret_key("nanjing.centre")).verdict,
+        Verdict::Holds
+    );
 }
