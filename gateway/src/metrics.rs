@@ -114,6 +114,63 @@ impl Metrics {
             "# TYPE tongban_writer_failed gauge\ntongban_writer_failed {}\n",
             u8::from(state.writer.failed())
         ));
+        if let Some(r) = state.relay.get() {
+            let st = r.stats();
+            let load =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            for (name, help, v) in [
+                (
+                    "tongban_relay_requests_out_total",
+                    "requests this gateway sent to others",
+                    load(&st.requests_out),
+                ),
+                (
+                    "tongban_relay_requests_in_total",
+                    "requests other gateways sent here",
+                    load(&st.requests_in),
+                ),
+                (
+                    "tongban_relay_forwarded_total",
+                    "frames forwarded for others (hubs)",
+                    load(&st.forwarded),
+                ),
+                (
+                    "tongban_relay_retries_total",
+                    "request attempts retried",
+                    load(&st.retries),
+                ),
+                (
+                    "tongban_relay_refused_connections_total",
+                    "connections refused: identity not in the registry",
+                    load(&st.refused_connections),
+                ),
+                (
+                    "tongban_relay_malformed_total",
+                    "peers disconnected for malformed frames",
+                    load(&st.malformed),
+                ),
+            ] {
+                out.push_str(&format!(
+                    "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+                ));
+            }
+        }
+        out.push_str(
+            "# TYPE tongban_light_linked_height gauge\n# TYPE tongban_light_frozen gauge\n",
+        );
+        for c in state.light.chains() {
+            if let Some(st) = state.light.status(&c) {
+                if let Some(h) = st.linked_to {
+                    out.push_str(&format!(
+                        "tongban_light_linked_height{{chain=\"{c}\"}} {h}\n"
+                    ));
+                }
+                out.push_str(&format!(
+                    "tongban_light_frozen{{chain=\"{c}\"}} {}\n",
+                    u8::from(st.fork.is_some())
+                ));
+            }
+        }
         out
     }
 }

@@ -159,7 +159,7 @@ pub struct RelayStats {
 }
 
 /// A handle to a running relay node. Cloning is cheap; the node stops when
-/// the last handle is dropped or [`Relay::shutdown`] is called.
+/// the last handle is dropped.
 #[derive(Clone)]
 pub struct Relay {
     inner: Arc<Inner>,

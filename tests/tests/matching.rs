@@ -289,6 +289,17 @@ async fn three_cities_one_behind_the_hub() {
         linked >= Some(access_height),
         "Nanjing follows Hefei's chain: {linked:?}"
     );
+    // Operators see the relay and the light clients in the metrics.
+    let metrics = nj.run().state.metrics.render(&nj.run().state);
+    assert!(
+        metrics.contains("tongban_relay_requests_out_total "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tongban_light_frozen{chain=\"hefei-egov\"} 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tongban_light_linked_height{chain=\"hefei-egov\"}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
