@@ -40,6 +40,7 @@
 //! The example registry, `regions/examples/yangtze-delta.toml`, shows every
 //! part of the format.
 
+pub mod application;
 pub mod bundle;
 pub mod contract;
 pub mod load;
