@@ -320,3 +320,39 @@ pub fn open_match(
         .map_err(|e| ClientError::Decode(format!("{}: {e}", e.code())))?;
     Ok((plain, report))
 }
+
+/// A recipient's signed receipt for a request in its inbox.
+pub fn sign_receipt(
+    chain_id: &str,
+    recipient: &str,
+    key: &SigningKey,
+    delivery: &crate::applications::Delivery,
+    accepted: bool,
+    reason: &str,
+    at_ms: u64,
+) -> crate::inbox::ReceiptRequest {
+    let body = crate::inbox::receipt_body(delivery, accepted, reason, at_ms);
+    let signature = key.sign(&proofs::tx::signing_bytes(chain_id, recipient, &body));
+    crate::inbox::ReceiptRequest {
+        delivery: delivery.id,
+        accepted,
+        reason: reason.to_owned(),
+        at_ms,
+        signature,
+    }
+}
+
+/// Opens a service request from an inbox with the recipient's HPKE key.
+pub fn open_delivery(
+    delivery: &crate::applications::Delivery,
+    hpke: &proofs::seal::HpkeSecretKey,
+) -> Result<serde_json::Map<String, serde_json::Value>, ClientError> {
+    let plain = proofs::seal::open_base(
+        hpke,
+        crate::applications::SERVICE_INFO,
+        &crate::applications::Delivery::aad(&delivery.id, &delivery.recipient),
+        &delivery.sealed,
+    )
+    .map_err(|e| ClientError::Decode(format!("the request does not open: {e}")))?;
+    serde_json::from_slice(&plain).map_err(|e| ClientError::Decode(e.to_string()))
+}

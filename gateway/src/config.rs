@@ -61,6 +61,9 @@ pub struct Config {
     /// libp2p between gateways.
     #[serde(default)]
     pub relay: Option<RelaySettings>,
+    /// Deadlines and retries of applications.
+    #[serde(default)]
+    pub applications: regions::application::Timing,
 }
 
 /// libp2p settings.
@@ -98,9 +101,13 @@ pub struct Keys {
     pub endorsers: Vec<PathBuf>,
     /// The city's subject-reference key.
     pub subject: PathBuf,
-    /// HPKE keys of the departments this gateway answers matches for.
+    /// HPKE keys of the departments this gateway answers matches for, and of
+    /// the service centres it takes applications for.
     #[serde(default)]
     pub custody: Vec<PathBuf>,
+    /// Ed25519 keys of the service centres this gateway takes applications for.
+    #[serde(default)]
+    pub centres: Vec<PathBuf>,
 }
 
 /// Block cutting.
@@ -192,6 +199,9 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("keys.endorsers", Kind::List),
     ("keys.subject", Kind::Str),
     ("keys.custody", Kind::List),
+    ("keys.centres", Kind::List),
+    ("applications.evidence_deadline_ms", Kind::Int),
+    ("applications.service_deadline_ms", Kind::Int),
     ("relay.listen", Kind::List),
     ("relay.sync_interval_ms", Kind::Int),
     ("relay.request_timeout_ms", Kind::Int),
@@ -278,6 +288,7 @@ impl Config {
         fix(&mut cfg.keys.subject);
         cfg.keys.endorsers.iter_mut().for_each(fix);
         cfg.keys.custody.iter_mut().for_each(fix);
+        cfg.keys.centres.iter_mut().for_each(fix);
         cfg.validate()?;
         Ok(cfg)
     }
@@ -315,6 +326,13 @@ impl Config {
             if r.listen.is_empty() {
                 return bad("relay.listen", "must name at least one address");
             }
+        }
+        let t = &self.applications;
+        if t.evidence_deadline_ms < 100 || t.service_deadline_ms < 100 {
+            return bad("applications", "deadlines must be at least 100 ms");
+        }
+        if t.evidence_attempts == 0 || t.service_attempts == 0 {
+            return bad("applications", "attempts must be at least 1");
         }
         if self.keys.endorsers.is_empty() {
             return bad("keys.endorsers", "must list the locally held endorser keys");

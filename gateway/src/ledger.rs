@@ -398,7 +398,20 @@ pub enum Intent {
     },
     /// Record an access (a match answered or denied) before answering.
     Log(Box<AccessEntry>),
+    /// Write a verified transaction together with the service state it
+    /// changes (applications, inboxes), atomically in one block.
+    Record {
+        /// The transaction (already verified by the caller).
+        tx: PreparedTx,
+        /// State written in the same batch; keys must start with one of
+        /// [`STATE_PREFIXES`].
+        puts: Vec<(Vec<u8>, Vec<u8>)>,
+    },
 }
+
+/// Key prefixes service state may use in [`Intent::Record`]: `P` applications,
+/// `E` application evidence and receipts, `I` inboxes.
+pub const STATE_PREFIXES: &[u8] = b"PEI";
 
 /// An access-log entry with what the gateway keeps about the answer.
 #[derive(Debug, Clone)]
@@ -418,7 +431,9 @@ pub struct AccessEntry {
 impl Intent {
     fn tx_count(&self) -> usize {
         match self {
-            Intent::Publish(_) | Intent::Revoke { .. } | Intent::Log(_) => 1,
+            Intent::Publish(_) | Intent::Revoke { .. } | Intent::Log(_) | Intent::Record { .. } => {
+                1
+            }
             Intent::Import { members, .. } => 1 + members.len(),
         }
     }
@@ -905,6 +920,14 @@ impl Ledger {
         }
         Ok(out)
     }
+    /// Service state under one of [`STATE_PREFIXES`].
+    pub fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LedgerError> {
+        Ok(self.store.get(key)?)
+    }
+    /// Service state entries under a prefix (which starts with one of [`STATE_PREFIXES`]).
+    pub fn state_scan(&self, prefix: &[u8]) -> Result<crate::store::Pairs, LedgerError> {
+        Ok(self.store.scan_prefix(prefix)?)
+    }
     /// Records that name `subject`.
     pub fn records_of_subject(&self, subject: &SubjectRef) -> Result<Vec<RecordKey>, LedgerError> {
         Ok(self
@@ -1041,6 +1064,40 @@ impl Ledger {
                             );
                         }
                         txs.push(entry.tx);
+                        Outcome::Written { location }
+                    };
+                    outcomes.push(vec![o]);
+                }
+                Intent::Record { tx, puts } => {
+                    let o = if let Some(k) = puts
+                        .iter()
+                        .map(|(k, _)| k)
+                        .find(|k| k.first().is_none_or(|p| !STATE_PREFIXES.contains(p)))
+                    {
+                        Outcome::Rejected {
+                            code: "ledger.bad_state_key",
+                            message: format!(
+                                "state key {} is outside the service prefixes",
+                                hex::encode(k)
+                            ),
+                        }
+                    } else if let Some(l) = seen_leaves
+                        .get(&tx.leaf)
+                        .copied()
+                        .or(self.locate(&tx.leaf)?)
+                    {
+                        Outcome::Duplicate { location: l }
+                    } else {
+                        let location = TxLocation {
+                            height,
+                            index: txs.len() as u32,
+                            leaf: tx.leaf,
+                        };
+                        seen_leaves.insert(tx.leaf, location);
+                        for (k, v) in puts {
+                            batch.put(k, v);
+                        }
+                        txs.push(tx);
                         Outcome::Written { location }
                     };
                     outcomes.push(vec![o]);

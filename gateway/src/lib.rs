@@ -20,6 +20,7 @@
 //! * [`client`] — the signing HTTP client the CLI and tests use.
 //! * [`metrics`], [`state`], [`clock`].
 pub mod api;
+pub mod applications;
 pub mod auth;
 pub mod bench;
 pub mod bench_match;
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod inbox;
 pub mod keyfile;
 pub mod ledger;
 pub mod light;

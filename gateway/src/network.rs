@@ -210,6 +210,32 @@ async fn serve(
                 Err(e) => Err(Refusal::new("internal", e.to_string())),
             }
         }
+        "deliver" => {
+            let d: crate::applications::Delivery = serde_json::from_slice(&body)
+                .map_err(|e| Refusal::new("inbox.malformed", e.to_string()))?;
+            if member_city(&state, &d.centre) != member_city(&state, &from) {
+                return Err(Refusal::new(
+                    "inbox.wrong_origin",
+                    format!("`{from}` may not carry deliveries of `{}`", d.centre),
+                ));
+            }
+            let st = crate::inbox::accept(&state, d).await?;
+            serde_json::to_vec(&st).map_err(|e| Refusal::new("internal", e.to_string()))
+        }
+        "receipt" => {
+            let p: crate::inbox::ReceiptPush = serde_json::from_slice(&body)
+                .map_err(|e| Refusal::new("receipt.malformed", e.to_string()))?;
+            let bundle = hex::decode(&p.bundle)
+                .ok()
+                .and_then(|b| proofs::ProofBundle::decode(&b).ok())
+                .ok_or_else(|| Refusal::new("receipt.malformed", "bundle does not decode"))?;
+            let engine = state
+                .engine
+                .get()
+                .ok_or_else(|| Refusal::new("relay.stopping", "the engine is not running"))?;
+            crate::applications::on_receipt(&state, engine, &p.delivery, &bundle).await?;
+            Ok(Vec::new())
+        }
         other => Err(Refusal::new(
             "relay.unknown_service",
             format!("no service `{other}`"),

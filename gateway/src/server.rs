@@ -100,10 +100,15 @@ impl Gateway {
             let member = roots
                 .members
                 .get(&id)
-                .filter(|m| m.role == proofs::Role::Department && m.city == cfg.city)
+                .filter(|m| {
+                    matches!(
+                        m.role,
+                        proofs::Role::Department | proofs::Role::ServiceCentre
+                    ) && m.city == cfg.city
+                })
                 .with_context(|| {
                     format!(
-                        "keys.custody: {} is for `{id}`, not a department of {}",
+                        "keys.custody: {} is for `{id}`, not a department or service centre of {}",
                         p.display(),
                         cfg.city
                     )
@@ -115,6 +120,23 @@ impl Gateway {
                 );
             }
             custody.insert(id, k);
+        }
+        let mut centre_keys = std::collections::HashMap::new();
+        for p in &cfg.keys.centres {
+            let (id, k) = keyfile::read_signing(p)?;
+            let ok = roots.members.get(&id).is_some_and(|m| {
+                m.role == proofs::Role::ServiceCentre
+                    && m.city == cfg.city
+                    && m.signing == k.public()
+            });
+            if !ok {
+                bail!(
+                    "keys.centres: {} is not the registry key of a service centre of {}",
+                    p.display(),
+                    cfg.city
+                );
+            }
+            centre_keys.insert(id, k);
         }
 
         std::fs::create_dir_all(&cfg.data_dir)
@@ -174,6 +196,9 @@ impl Gateway {
             custody,
             light,
             relay: std::sync::OnceLock::new(),
+            centre_keys,
+            timing: cfg.applications,
+            engine: std::sync::OnceLock::new(),
         });
         Ok(Gateway {
             state,
@@ -209,6 +234,8 @@ impl Gateway {
                 Duration::from_millis(100),
             ));
         }
+        let engine = crate::applications::Engine::start(&state);
+        let _ = state.engine.set(engine);
         let app = crate::api::router(state.clone());
         drop(state);
         axum::serve(listener, app)

@@ -52,4 +52,10 @@ pub struct AppState {
     pub light: Arc<LightClients>,
     /// The libp2p node, once started.
     pub relay: OnceLock<relay::Relay>,
+    /// Signing keys of the service centres this gateway takes applications for.
+    pub centre_keys: HashMap<String, SigningKey>,
+    /// Deadlines and retries of applications.
+    pub timing: regions::application::Timing,
+    /// The application engine, once started.
+    pub engine: OnceLock<crate::applications::Engine>,
 }

@@ -131,6 +131,8 @@ pub fn write_city(
         );
         custody.push(format!("\"keys/{name}\""));
     }
+    // The gateway takes applications for its centres: it holds their keys.
+    let mut centres = Vec::new();
     for m in &c.centres {
         write_key(
             &keys,
@@ -146,6 +148,25 @@ pub fn write_city(
             &m.id,
             &test_seed(&format!("{}/hpke", m.id)),
         );
+        centres.push(format!("\"keys/{}.ed25519.key\"", m.id));
+        custody.push(format!("\"keys/{}.hpke.key\"", m.id));
+    }
+    // Utilities' keys, for their integrations (they are not the gateway's).
+    for u in &c.utilities {
+        write_key(
+            &keys,
+            &format!("{}.ed25519.key", u.id),
+            KeyKind::Ed25519,
+            &u.id,
+            &signing_key(&u.id).to_seed(),
+        );
+        write_key(
+            &keys,
+            &format!("{}.hpke.key", u.id),
+            KeyKind::X25519,
+            &u.id,
+            &test_seed(&format!("{}/hpke", u.id)),
+        );
     }
     let config = format!(
         r#"# Example gateway for {city} — TEST KEYS ONLY (derived from public labels).
@@ -160,10 +181,12 @@ gateway = "keys/gateway.key"
 endorsers = [{}]
 subject = "keys/subject.key"
 custody = [{}]
+centres = [{}]
 {extra}
 "#,
         endorsers.join(", "),
-        custody.join(", ")
+        custody.join(", "),
+        centres.join(", ")
     );
     let config_path = dir.join("gateway.toml");
     std::fs::write(&config_path, config)?;
@@ -279,10 +302,22 @@ pub fn marriage(
 }
 
 /// A free loopback TCP address as a libp2p multiaddr (bound, then released).
+///
+/// Ports come from below Linux's ephemeral range (32768–60999), spread by
+/// process id, so that outgoing connections and `:0` listeners of other tests
+/// running at the same time cannot take them between here and the bind.
 pub fn free_multiaddr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("test kit");
-    let port = l.local_addr().expect("test kit").port();
-    format!("/ip4/127.0.0.1/tcp/{port}")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 12_000 + (std::process::id() % 200) * 100;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = base + n % 20_000;
+        let port = if port >= 32_000 { port - 20_000 } else { port };
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return format!("/ip4/127.0.0.1/tcp/{port}");
+        }
+    }
 }
 
 /// A `[relay]` section listening on `addrs[me]` with every other entry of

@@ -182,7 +182,7 @@ fn run(
 
 fn intent_txs(i: &Intent) -> usize {
     match i {
-        Intent::Publish(_) | Intent::Revoke { .. } | Intent::Log(_) => 1,
+        Intent::Publish(_) | Intent::Revoke { .. } | Intent::Log(_) | Intent::Record { .. } => 1,
         Intent::Import { members, .. } => 1 + members.len(),
     }
 }

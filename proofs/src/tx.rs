@@ -28,6 +28,8 @@ pub const TX_DOMAIN: &str = "tongban/tx/v1";
 pub const MAX_ID: usize = 128;
 /// Most subjects one record may name.
 pub const MAX_SUBJECTS: usize = 8;
+/// Longest receipt reason, in bytes.
+pub const MAX_REASON: usize = 1024;
 /// Largest encoded transaction accepted (bytes).
 pub const MAX_TX_BYTES: usize = 64 * 1024;
 
@@ -92,6 +94,39 @@ pub enum TxBody {
         /// When (Unix ms).
         at_ms: u64,
     },
+    /// A service centre's gateway records one step of an application (a
+    /// one-stop bundle) on the centre's chain.
+    ApplicationStep {
+        /// The application's id.
+        application: Hash,
+        /// The bundle.
+        bundle: String,
+        /// What happened, e.g. `submitted`, `evidence.answered`, `decided`.
+        step: String,
+        /// Which evidence or service, or empty.
+        item: String,
+        /// A digest binding the step's details (e.g. the answer commitment).
+        detail: Hash,
+        /// When (Unix ms).
+        at_ms: u64,
+    },
+    /// A utility (or department) closes a service request with its receipt.
+    ServiceReceipt {
+        /// The delivery's id.
+        delivery: Hash,
+        /// The application it belongs to.
+        application: Hash,
+        /// The service id in the bundle.
+        service: String,
+        /// SHA-256 of the sealed request as delivered.
+        request: Hash,
+        /// Whether the request was accepted.
+        accepted: bool,
+        /// The reason (rejections), at most 1,024 bytes.
+        reason: String,
+        /// When (Unix ms).
+        at_ms: u64,
+    },
     /// A department withdraws one version of a record. History is never rewritten.
     RecordRevoke {
         /// Registry id of the record type.
@@ -136,13 +171,16 @@ impl TxBody {
             TxBody::RecordRevoke { .. } => 2,
             TxBody::BatchSeal { .. } => 3,
             TxBody::AccessLog { .. } => 4,
+            TxBody::ApplicationStep { .. } => 5,
+            TxBody::ServiceReceipt { .. } => 6,
         }
     }
     /// The roles that may author this kind of transaction.
     pub fn author_roles(&self) -> &'static [Role] {
         match self {
             TxBody::RecordCommit { .. } | TxBody::RecordRevoke { .. } => &[Role::Department],
-            TxBody::AccessLog { .. } => &[Role::Gateway],
+            TxBody::AccessLog { .. } | TxBody::ApplicationStep { .. } => &[Role::Gateway],
+            TxBody::ServiceReceipt { .. } => &[Role::Utility, Role::Department],
             TxBody::BatchSeal { .. } => &[
                 Role::Department,
                 Role::Gateway,
@@ -158,6 +196,8 @@ impl TxBody {
             TxBody::RecordRevoke { .. } => "record revocation",
             TxBody::BatchSeal { .. } => "batch seal",
             TxBody::AccessLog { .. } => "access-log entry",
+            TxBody::ApplicationStep { .. } => "application step",
+            TxBody::ServiceReceipt { .. } => "service receipt",
         }
     }
     fn write(&self, e: &mut Encoder) {
@@ -221,6 +261,38 @@ impl TxBody {
                     .raw(&request_id.0)
                     .u64(*at_ms);
             }
+            TxBody::ApplicationStep {
+                application,
+                bundle,
+                step,
+                item,
+                detail,
+                at_ms,
+            } => {
+                e.raw(&application.0)
+                    .str(bundle)
+                    .str(step)
+                    .str(item)
+                    .raw(&detail.0)
+                    .u64(*at_ms);
+            }
+            TxBody::ServiceReceipt {
+                delivery,
+                application,
+                service,
+                request,
+                accepted,
+                reason,
+                at_ms,
+            } => {
+                e.raw(&delivery.0)
+                    .raw(&application.0)
+                    .str(service)
+                    .raw(&request.0)
+                    .u8(u8::from(*accepted))
+                    .str(reason)
+                    .u64(*at_ms);
+            }
         }
     }
     fn read(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
@@ -262,6 +334,32 @@ impl TxBody {
                 question: Hash(d.array("tx.question")?),
                 answer: Hash(d.array("tx.answer")?),
                 request_id: Hash(d.array("tx.request_id")?),
+                at_ms: d.u64("tx.at_ms")?,
+            },
+            5 => TxBody::ApplicationStep {
+                application: Hash(d.array("tx.application")?),
+                bundle: d.str("tx.bundle", MAX_ID)?.to_owned(),
+                step: d.str("tx.step", MAX_ID)?.to_owned(),
+                item: d.str("tx.item", MAX_ID)?.to_owned(),
+                detail: Hash(d.array("tx.detail")?),
+                at_ms: d.u64("tx.at_ms")?,
+            },
+            6 => TxBody::ServiceReceipt {
+                delivery: Hash(d.array("tx.delivery")?),
+                application: Hash(d.array("tx.application")?),
+                service: d.str("tx.service", MAX_ID)?.to_owned(),
+                request: Hash(d.array("tx.request")?),
+                accepted: match d.u8("tx.accepted")? {
+                    0 => false,
+                    1 => true,
+                    v => {
+                        return Err(DecodeError::UnknownTag {
+                            field: "tx.accepted",
+                            value: u64::from(v),
+                        });
+                    }
+                },
+                reason: d.str("tx.reason", MAX_REASON)?.to_owned(),
                 at_ms: d.u64("tx.at_ms")?,
             },
             v => {
@@ -695,6 +793,41 @@ mod tests {
             &key,
         );
         assert_eq!(Transaction::decode(&log.encode()).unwrap(), log);
+        let step = Transaction::sign(
+            "shanghai",
+            "shanghai.gateway",
+            TxBody::ApplicationStep {
+                application: Hash([1; 32]),
+                bundle: "house-transfer".into(),
+                step: "evidence.answered".into(),
+                item: "seller-title".into(),
+                detail: Hash([2; 32]),
+                at_ms: 11,
+            },
+            &key,
+        );
+        assert_eq!(Transaction::decode(&step.encode()).unwrap(), step);
+        let receipt = Transaction::sign(
+            "nanjing",
+            "nanjing.gas",
+            TxBody::ServiceReceipt {
+                delivery: Hash([3; 32]),
+                application: Hash([1; 32]),
+                service: "gas-transfer".into(),
+                request: Hash([9; 32]),
+                accepted: false,
+                reason: "no such account".into(),
+                at_ms: 12,
+            },
+            &key,
+        );
+        assert_eq!(Transaction::decode(&receipt.encode()).unwrap(), receipt);
+        // The accepted flag is 0 or 1 and nothing else.
+        let mut bytes = receipt.encode();
+        let at = bytes.len() - 64 - 1 - 8 - 4 - "no such account".len() - 1;
+        assert_eq!(bytes[at], 0);
+        bytes[at] = 2;
+        assert!(Transaction::decode(&bytes).is_err());
 
         let member = Member {
             id: "nanjing.civil-affairs".into(),

@@ -7,7 +7,9 @@
 //! ([`pending_effects`]).
 //!
 //! Phases: `matching` (every evidence request in flight at once, across
-//! cities) → `dispatching` (approved: one service request per service) →
+//! cities; an approval waits until every request is settled, so all evidence
+//! is reported with the decision, while a rejection is immediate) →
+//! `dispatching` (approved: one service request per service) →
 //! `completed`; or `rejected` (the rule failed: the evidence that decided it
 //! is named); or `failed` (evidence could not be obtained, or a service could
 //! not be delivered, after its deadline and retries; the reason says which and
@@ -26,6 +28,7 @@ use crate::predicate::Predicate;
 
 /// Timing and retry settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Timing {
     /// Time for one evidence request before it is retried (ms).
     pub evidence_deadline_ms: u64,
@@ -367,9 +370,46 @@ fn decide(
     if app.phase != Phase::Matching {
         return Vec::new();
     }
-    let known = |id: &str| app.evidence.get(id).and_then(outcome);
-    let Some(approved) = bundle.rule.decide(&known) else {
-        return Vec::new();
+    let pending = app
+        .evidence
+        .values()
+        .any(|s| matches!(s, EvidenceState::Pending { .. }));
+    // On the answers alone: a `false` is a rejection, whatever else comes.
+    let on_answers = bundle
+        .rule
+        .decide(&|id: &str| app.evidence.get(id).and_then(outcome));
+    // With evidence that could not be obtained counted as not holding: a
+    // `false` here (and not above) means the application cannot be decided.
+    let pessimistic = bundle.rule.decide(&|id: &str| match app.evidence.get(id) {
+        Some(EvidenceState::Failed { .. }) => Some(false),
+        Some(s) => outcome(s),
+        None => None,
+    });
+    let approved = match (on_answers, pessimistic) {
+        (Some(false), _) => false,
+        (_, Some(false)) => {
+            let failed: Vec<String> = app
+                .evidence
+                .iter()
+                .filter_map(|(id, s)| match s {
+                    EvidenceState::Failed { code } => Some(format!("{id} ({code})")),
+                    _ => None,
+                })
+                .collect();
+            fail(
+                app,
+                now_ms,
+                "",
+                format!(
+                    "cannot be decided: evidence could not be obtained: {} (resubmit to try again)",
+                    failed.join(", ")
+                ),
+            );
+            return Vec::new();
+        }
+        // Approved, once the rest is in (it is reported with the decision).
+        (Some(true), _) if !pending => true,
+        _ => return Vec::new(),
     };
     // Evidence still out is no longer needed.
     for s in app.evidence.values_mut() {
@@ -486,8 +526,9 @@ fn fail(app: &mut Application, now_ms: u64, item: &str, reason: String) {
         }
     }
     app.phase = Phase::Failed;
+    let item = (!item.is_empty()).then_some(item);
     app.timeline
-        .push(entry(now_ms, "failed", Some(item), reason.clone()));
+        .push(entry(now_ms, "failed", item, reason.clone()));
     app.reason = Some(reason);
 }
 
@@ -522,12 +563,13 @@ pub fn step(
                     evidence.clone(),
                     EvidenceState::Failed { code: code.clone() },
                 );
-                fail(
-                    &mut app,
+                app.timeline.push(entry(
                     now_ms,
-                    evidence,
-                    format!("evidence `{evidence}` was denied by its contract: {code}"),
-                );
+                    "evidence.denied",
+                    Some(evidence),
+                    code.clone(),
+                ));
+                effects.extend(decide(registry, bundle, &mut app, now_ms, timing));
                 return (app, effects);
             }
             app.evidence.insert(
@@ -723,13 +765,7 @@ fn retry_or_fail(
             code: code.to_owned(),
         },
     );
-    fail(
-        app,
-        now_ms,
-        evidence,
-        format!("evidence `{evidence}` could not be obtained: {code} (resubmit to try again)"),
-    );
-    Vec::new()
+    decide(registry, bundle, app, now_ms, timing)
 }
 
 /// What an engine still owes after a restart: the current attempt of every

@@ -257,13 +257,13 @@ fn deadlines_retry_then_fail() {
 }
 
 #[test]
-fn a_denial_fails_the_application_with_its_code() {
+fn a_denial_of_needed_evidence_fails_the_application_with_its_code() {
     let k = Kit::new();
     let (app, _) = k.start();
     let (app, _) = k.on(
         &app,
         answered(
-            "buyer-marital",
+            "buyer-homes",
             Answer::Denied {
                 code: "contract.budget_exhausted".into(),
             },
@@ -272,6 +272,62 @@ fn a_denial_fails_the_application_with_its_code() {
     );
     assert_eq!(app.phase, Phase::Failed);
     assert!(app.reason.unwrap().contains("contract.budget_exhausted"));
+}
+
+#[test]
+fn evidence_the_rule_does_not_need_is_reported_but_cannot_fail_it() {
+    let k = Kit::new();
+    let (mut app, _) = k.start();
+    // The buyer's marital status is reported with the decision, not ruled on.
+    app = k
+        .on(
+            &app,
+            answered(
+                "buyer-marital",
+                Answer::Denied {
+                    code: "contract.outside_validity".into(),
+                },
+            ),
+            1_500,
+        )
+        .0;
+    assert_eq!(app.phase, Phase::Matching);
+    for (id, a) in [
+        ("seller-title", title_holds()),
+        ("buyer-homes", holds()),
+        ("buyer-social-insurance", holds()),
+        ("buyer-income-tax", Answer::NoRecord),
+        ("deed-tax", holds()),
+    ] {
+        app = k.on(&app, answered(id, a), 2_000).0;
+    }
+    assert_eq!(app.phase, Phase::Dispatching);
+}
+
+#[test]
+fn approval_waits_for_every_answer_but_rejection_does_not() {
+    let k = Kit::new();
+    let (mut app, _) = k.start();
+    for (id, a) in [
+        ("seller-title", title_holds()),
+        ("buyer-homes", holds()),
+        ("buyer-social-insurance", holds()),
+        ("deed-tax", holds()),
+    ] {
+        app = k.on(&app, answered(id, a), 2_000).0;
+    }
+    assert_eq!(app.phase, Phase::Matching, "two answers still out");
+    app = k
+        .on(
+            &app,
+            answered("buyer-income-tax", Answer::DoesNotHold),
+            2_100,
+        )
+        .0;
+    assert_eq!(app.phase, Phase::Matching);
+    let (app, effects) = k.on(&app, answered("buyer-marital", holds()), 2_200);
+    assert_eq!(app.phase, Phase::Dispatching);
+    assert_eq!(effects.len(), 4);
 }
 
 #[test]

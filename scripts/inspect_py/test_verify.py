@@ -41,6 +41,8 @@ ENDORSER_SEEDS = [hashlib.sha256(b"tongban/test-key/v1" + e["label"].encode()).d
                   for e in sorted(KAT["keys"]["endorsers"], key=lambda e: e["index"])]
 OTHER_SEED = hashlib.sha256(b"tongban/test-key/v1" + b"test/other").digest()
 HOSPITAL_SEED = hashlib.sha256(b"tongban/test-key/v1" + b"test/hospital").digest()
+GATEWAY_SEED = hashlib.sha256(b"tongban/test-key/v1" + b"test/gateway").digest()
+UTILITY_SEED = hashlib.sha256(b"tongban/test-key/v1" + b"test/utility").digest()
 COMMITMENT = bytes.fromhex(KAT["record"]["commitment"])
 SUBJECT = bytes.fromhex(KAT["subject"]["reference"])
 
@@ -135,6 +137,30 @@ def roots_with_others():
                                                       [V.ed25519_public_from_seed(OTHER_SEED)], "suzhou",
                                                       frozenset({"marriage"}))
     return roots
+
+
+def roots_with_service_members():
+    """roots_with_others() plus the Nanjing gateway, a Nanjing utility and the Suzhou gateway."""
+    roots = roots_with_others()
+    for mid, role, seed, chain in [("nanjing.gateway", "gateway", GATEWAY_SEED, "nanjing"),
+                                   ("nanjing.water", "utility", UTILITY_SEED, "nanjing"),
+                                   ("suzhou.gateway", "gateway", OTHER_SEED, "suzhou")]:
+        roots.members[mid] = V.Member(mid, role, [V.ed25519_public_from_seed(seed)], chain)
+    return roots
+
+
+def hand_u32(n):
+    return n.to_bytes(4, "big")
+
+
+def hand_str(b):
+    """str of section 2 from already-encoded UTF-8 bytes: u32 length, then the bytes."""
+    return hand_u32(len(b)) + b
+
+
+def hand_tx_head(author, kind, chain=b"nanjing"):
+    """domain("tongban/tx/v1") ‖ str(chain_id) ‖ str(author) ‖ u8(kind), written out by hand."""
+    return (b"\x00\x00\x00\x0d" + b"tongban/tx/v1" + hand_str(chain) + hand_str(author) + bytes([kind]))
 
 
 # ---------------------------------------------------------------- tests
@@ -433,7 +459,11 @@ class Checks(unittest.TestCase):
             make_tx(1, record_body(subjects=[])),                           # no subject
             make_tx(1, record_body(subjects=sorted(V.sha256(bytes([i])) for i in range(9)))),  # 9 subjects
             make_tx(2, {"record_type": "m", "record_id": "r", "version": 1, "reason": 3, "at_ms": 0}),
-            good.replace(b"\x00\x00\x00\x15nanjing.civil-affairs\x01", b"\x00\x00\x00\x15nanjing.civil-affairs\x04", 1),
+            # unknown kinds: 07 (the first number after the six kinds of section 8; this case used 04
+            # until kind 04, the access-log entry, was specified), 00 and ff
+            good.replace(b"\x00\x00\x00\x15nanjing.civil-affairs\x01", b"\x00\x00\x00\x15nanjing.civil-affairs\x07", 1),
+            good.replace(b"\x00\x00\x00\x15nanjing.civil-affairs\x01", b"\x00\x00\x00\x15nanjing.civil-affairs\x00", 1),
+            good.replace(b"\x00\x00\x00\x15nanjing.civil-affairs\x01", b"\x00\x00\x00\x15nanjing.civil-affairs\xff", 1),
             good.replace(b"nanjing.civil-affairs", b"nanjing.civil-affair\xff", 1),   # invalid UTF-8
             good.replace(b"\x00\x00\x00\x0dtongban/tx/v1", b"\x00\x00\x00\x0dtongban/tx/v2", 1),
         ]
@@ -587,6 +617,386 @@ class Decoder(unittest.TestCase):
         self.assertTrue(V.valid_field_name("a" * 64))
         for bad in ["", "a" * 65, "A", "a-b", "é", "a b"]:
             self.assertFalse(V.valid_field_name(bad), bad)
+
+
+class ServiceKinds(unittest.TestCase):
+    """Transaction kinds 05 (application step) and 06 (service receipt), section 8."""
+
+    APPLICATION = bytes(range(32))
+    DETAIL = hashlib.sha256(b"step detail").digest()
+    DELIVERY = hashlib.sha256(b"delivery").digest()
+    REQUEST = hashlib.sha256(b"sealed request as delivered").digest()
+    AT = 1558310400123  # 0x0000016ad289b07b
+
+    def step_signing(self, bundle="new-business", step="受理", item="id-card", author=b"nanjing.gateway"):
+        # raw[32](application) ‖ str(bundle) ‖ str(step) ‖ str(item) ‖ raw[32](detail) ‖ u64(at_ms)
+        return (hand_tx_head(author, 0x05) + self.APPLICATION + hand_str(bundle.encode()) + hand_str(step.encode())
+                + hand_str(item.encode()) + self.DETAIL + bytes.fromhex("0000016ad289b07b"))
+
+    def receipt_signing(self, accepted=b"\x01", reason=b"", service=b"water.connect", author=b"nanjing.water"):
+        # raw[32](delivery) ‖ raw[32](application) ‖ str(service) ‖ raw[32](request) ‖ u8(accepted)
+        # ‖ str(reason) ‖ u64(at_ms)
+        return (hand_tx_head(author, 0x06) + self.DELIVERY + self.APPLICATION + hand_str(service) + self.REQUEST
+                + accepted + hand_str(reason) + bytes.fromhex("0000016ad289b07b"))
+
+    @staticmethod
+    def signed(sb, seed):
+        return sb + b"\x01" + V.ed25519_sign(seed, sb)
+
+    def assertRefused(self, data, msg=None):
+        with self.assertRaises(V.TxError, msg=msg) as cm:
+            V.decode_tx(data)
+        return str(cm.exception)
+
+    def test_at_constant(self):
+        self.assertEqual(self.AT.to_bytes(8, "big").hex(), "0000016ad289b07b")
+
+    def test_application_step_decodes(self):
+        sb = self.step_signing()
+        self.assertEqual(len(sb), 17 + 11 + 19 + 1 + 32 + 16 + 10 + 11 + 32 + 8)
+        tx_bytes = self.signed(sb, GATEWAY_SEED)
+        tx = V.decode_tx(tx_bytes)
+        self.assertEqual(tx.chain_id, "nanjing")
+        self.assertEqual(tx.author, "nanjing.gateway")
+        self.assertEqual(tx.kind, 5)
+        self.assertEqual(tx.body, {"application": self.APPLICATION, "bundle": "new-business", "step": "受理",
+                                   "item": "id-card", "detail": self.DETAIL, "at_ms": self.AT})
+        self.assertEqual(tx.signing_bytes, sb)
+        self.assertEqual(tx.auth, 1)
+        self.assertEqual(tx.signature, tx_bytes[-64:])
+        self.assertIsNone(tx.batch_root)
+        self.assertIsNone(tx.batch_index)
+        self.assertTrue(V.ed25519_verify_strict(V.ed25519_public_from_seed(GATEWAY_SEED), tx.signing_bytes,
+                                                tx.signature))
+        self.assertEqual(V.encode_tx_signing(tx.chain_id, tx.author, tx.kind, tx.body), sb)
+        # empty strings decode (the decoder sets no lower bound)
+        tx = V.decode_tx(self.signed(self.step_signing(bundle="", step="", item=""), GATEWAY_SEED))
+        self.assertEqual((tx.body["bundle"], tx.body["step"], tx.body["item"]), ("", "", ""))
+
+    def test_service_receipt_decodes(self):
+        for accepted, reason in [(b"\x01", b""), (b"\x00", "水压不足".encode())]:
+            sb = self.receipt_signing(accepted=accepted, reason=reason)
+            self.assertEqual(len(sb), 17 + 11 + 17 + 1 + 32 + 32 + 17 + 32 + 1 + 4 + len(reason) + 8)
+            tx_bytes = self.signed(sb, UTILITY_SEED)
+            tx = V.decode_tx(tx_bytes)
+            self.assertEqual(tx.chain_id, "nanjing")
+            self.assertEqual(tx.author, "nanjing.water")
+            self.assertEqual(tx.kind, 6)
+            self.assertEqual(tx.body, {"delivery": self.DELIVERY, "application": self.APPLICATION,
+                                       "service": "water.connect", "request": self.REQUEST,
+                                       "accepted": accepted == b"\x01", "reason": reason.decode(),
+                                       "at_ms": self.AT})
+            self.assertIs(tx.body["accepted"], accepted == b"\x01")
+            self.assertEqual(tx.signing_bytes, sb)
+            self.assertEqual(tx.auth, 1)
+            self.assertEqual(tx.signature, tx_bytes[-64:])
+            self.assertTrue(V.ed25519_verify_strict(V.ed25519_public_from_seed(UTILITY_SEED), tx.signing_bytes,
+                                                    tx.signature))
+            self.assertEqual(V.encode_tx_signing(tx.chain_id, tx.author, tx.kind, tx.body), sb)
+
+    def test_batch_member_authorization(self):
+        root = hashlib.sha256(b"batch root").digest()
+        for sb in (self.step_signing(), self.receipt_signing()):
+            tx = V.decode_tx(sb + b"\x02" + root + hand_u32(7))
+            self.assertEqual((tx.auth, tx.batch_root, tx.batch_index, tx.signature), (2, root, 7, None))
+            self.assertEqual(tx.signing_bytes, sb)
+
+    def test_accepted_byte(self):
+        for b in (b"\x02", b"\x03", b"\x80", b"\xff"):
+            msg = self.assertRefused(self.signed(self.receipt_signing(accepted=b), UTILITY_SEED), b.hex())
+            self.assertIn("accepted", msg)
+
+    def test_reason_length(self):
+        for reason in (b"r" * 1024, "é".encode() * 512):
+            tx = V.decode_tx(self.signed(self.receipt_signing(reason=reason), UTILITY_SEED))
+            self.assertEqual(tx.body["reason"], reason.decode())
+        for reason in (b"r" * 1025, "é".encode() * 512 + b"r", b"r" * 4096):
+            msg = self.assertRefused(self.signed(self.receipt_signing(reason=reason), UTILITY_SEED), len(reason))
+            self.assertIn("above limit 1024", msg)
+        # so large the whole transaction is above 65,536 bytes: refused by that limit first
+        msg = self.assertRefused(self.signed(self.receipt_signing(reason=b"r" * 65536), UTILITY_SEED))
+        self.assertIn("above 65536", msg)
+        # a length prefix of 1025 is refused even when fewer bytes follow (checked before reading them)
+        sb = self.receipt_signing(reason=b"")
+        cut = sb.index(self.REQUEST) + 32 + 1
+        msg = self.assertRefused(sb[:cut] + hand_u32(1025) + b"r" * 8)
+        self.assertIn("above limit 1024", msg)
+        self.assertRefused(self.signed(self.receipt_signing(reason=b"\xc3"), UTILITY_SEED))  # invalid UTF-8
+
+    def test_trailing_and_truncated(self):
+        root = hashlib.sha256(b"batch root").digest()
+        for sb, seed in ((self.step_signing(), GATEWAY_SEED), (self.receipt_signing(), UTILITY_SEED)):
+            for good in (self.signed(sb, seed), sb + b"\x02" + root + hand_u32(0)):
+                V.decode_tx(good)
+                for extra in (b"\x00", b"\x01", b"\x00" * 64):
+                    msg = self.assertRefused(good + extra, extra.hex())
+                    self.assertIn("trailing", msg)
+                for n in range(len(good)):
+                    self.assertRefused(good[:n], n)
+            # unknown authorization tag after a complete body
+            self.assertRefused(sb + b"\x03" + b"\x00" * 64)
+        # kind 07 is not defined
+        self.assertRefused(self.signed(hand_tx_head(b"nanjing.gateway", 0x07) + self.APPLICATION, GATEWAY_SEED))
+
+    def test_package_author_roles(self):
+        roots = roots_with_service_members()
+        step = self.signed(self.step_signing(), GATEWAY_SEED)
+        receipt = self.signed(self.receipt_signing(), UTILITY_SEED)
+        dept_receipt = self.signed(self.receipt_signing(author=DEPT.encode()), DEPT_SEED)
+        txs = [step, receipt, dept_receipt]
+        for i in range(len(txs)):
+            ok, facts, _ = judge(package([make_bundle(txs, i)]), roots)
+            self.assertTrue(ok, [f.line() for f in facts if f.status != V.HOLDS])
+        wrong = [
+            self.signed(self.step_signing(author=DEPT.encode()), DEPT_SEED),                # step by a department
+            self.signed(self.step_signing(author=b"nanjing.water"), UTILITY_SEED),          # step by a utility
+            self.signed(self.receipt_signing(author=b"nanjing.gateway"), GATEWAY_SEED),     # receipt by a gateway
+            self.signed(self.receipt_signing(author=b"nanjing.hospital"), HOSPITAL_SEED),   # receipt by a hospital
+        ]
+        for i, t in enumerate(wrong):
+            ok, facts, _ = judge(package([make_bundle([t], 0)]), roots)
+            self.assertFalse(ok, i)
+            self.assertEqual(codes(facts), {"tx.author_role"}, i)
+        # right role, another city's gateway; right role, wrong key
+        ok, facts, _ = judge(package([make_bundle([self.signed(self.step_signing(author=b"suzhou.gateway"),
+                                                               OTHER_SEED)], 0)]), roots)
+        self.assertEqual(codes(facts), {"tx.foreign_author"})
+        ok, facts, _ = judge(package([make_bundle([self.signed(self.receipt_signing(), GATEWAY_SEED)], 0)]), roots)
+        self.assertEqual(codes(facts), {"tx.bad_signature"})
+        # a receipt is not a record commitment: a disclosure on it is refused
+        ok, facts, _ = judge(package([make_bundle(txs, 1)], [status_disclosure(0)]), roots)
+        self.assertEqual(codes(facts), {"disclosure.not_a_record"})
+        # in a package, a malformed receipt is tx.malformed
+        bad = self.signed(self.receipt_signing(accepted=b"\x02"), UTILITY_SEED)
+        ok, facts, _ = judge(package([make_bundle([bad], 0)]), roots)
+        self.assertEqual(codes(facts), {"tx.malformed"})
+
+
+class AccessLog(unittest.TestCase):
+    """Transaction kind 04 (access-log entry, author role gateway), section 8."""
+
+    QUESTION = hashlib.sha256(b"question").digest()
+    ANSWER = hashlib.sha256(b"answer commitment").digest()
+    REQUEST_ID = bytes(range(0x40, 0x60))
+    # increasing in byte order (first byte 01 < 02), decreasing if read as little-endian integers
+    REF_A = b"\x01" + b"\x00" * 30 + b"\x02"
+    REF_B = b"\x02" + b"\x00" * 30 + b"\x01"
+    AT = 1558310400123  # 0x0000016ad289b07b
+
+    def access_signing(self, refs=None, requester=b"nanjing.service-centre", provider=b"nanjing.civil-affairs",
+                       contract=b"marriage-status", author=b"nanjing.gateway", count=None, chain=b"nanjing"):
+        # str(requester) ‖ str(provider) ‖ str(contract) ‖ u32(contract_version)
+        # ‖ list<raw[32]>(subject_refs) ‖ raw[32](question) ‖ raw[32](answer) ‖ raw[32](request_id) ‖ u64(at_ms)
+        refs = [self.REF_A, self.REF_B] if refs is None else refs
+        return (hand_tx_head(author, 0x04, chain) + hand_str(requester) + hand_str(provider) + hand_str(contract)
+                + hand_u32(3) + hand_u32(len(refs) if count is None else count) + b"".join(refs)
+                + self.QUESTION + self.ANSWER + self.REQUEST_ID + bytes.fromhex("0000016ad289b07b"))
+
+    @staticmethod
+    def signed(sb, seed=GATEWAY_SEED):
+        return sb + b"\x01" + V.ed25519_sign(seed, sb)
+
+    def assertRefused(self, data, *fragments):
+        with self.assertRaises(V.TxError) as cm:
+            V.decode_tx(data)
+        for f in fragments:
+            self.assertIn(f, str(cm.exception))
+        return str(cm.exception)
+
+    def test_byte_by_byte(self):
+        sb = (bytes.fromhex("0000000d") + b"tongban/tx/v1"             # domain("tongban/tx/v1")
+              + bytes.fromhex("00000007") + b"nanjing"                 # str(chain_id)
+              + bytes.fromhex("0000000f") + b"nanjing.gateway"         # str(author)
+              + bytes.fromhex("04")                                    # u8(kind) access-log entry
+              + bytes.fromhex("00000016") + b"nanjing.service-centre"  # str(requester)
+              + bytes.fromhex("00000015") + b"nanjing.civil-affairs"   # str(provider)
+              + bytes.fromhex("0000000f") + b"marriage-status"         # str(contract)
+              + bytes.fromhex("00000003")                              # u32(contract_version) 3
+              + bytes.fromhex("00000002")                              # list count 2
+              + bytes.fromhex("01" + "00" * 30 + "02")                 # subject_refs[0]
+              + bytes.fromhex("02" + "00" * 30 + "01")                 # subject_refs[1]
+              + self.QUESTION                                          # raw[32](question)
+              + self.ANSWER                                            # raw[32](answer)
+              + bytes.fromhex("404142434445464748494a4b4c4d4e4f"
+                              "505152535455565758595a5b5c5d5e5f")      # raw[32](request_id)
+              + bytes.fromhex("0000016ad289b07b"))                     # u64(at_ms)
+        self.assertEqual(len(sb), 17 + 11 + 19 + 1 + 26 + 25 + 19 + 4 + 4 + 64 + 96 + 8)
+        self.assertEqual(sb, self.access_signing())
+        tx_bytes = self.signed(sb)
+        self.assertEqual(len(tx_bytes), len(sb) + 65)
+        tx = V.decode_tx(tx_bytes)
+        self.assertEqual(tx.chain_id, "nanjing")
+        self.assertEqual(tx.author, "nanjing.gateway")
+        self.assertEqual(tx.kind, 4)
+        self.assertEqual(tx.body, {"requester": "nanjing.service-centre", "provider": "nanjing.civil-affairs",
+                                   "contract": "marriage-status", "contract_version": 3,
+                                   "subject_refs": [self.REF_A, self.REF_B], "question": self.QUESTION,
+                                   "answer": self.ANSWER, "request_id": self.REQUEST_ID, "at_ms": self.AT})
+        self.assertEqual(tx.signing_bytes, sb)
+        self.assertEqual(tx.auth, 1)
+        self.assertEqual(tx.signature, tx_bytes[-64:])
+        self.assertIsNone(tx.batch_root)
+        self.assertIsNone(tx.batch_index)
+        self.assertTrue(V.ed25519_verify_strict(V.ed25519_public_from_seed(GATEWAY_SEED), tx.signing_bytes,
+                                                tx.signature))
+        self.assertEqual(V.encode_tx_signing(tx.chain_id, tx.author, tx.kind, tx.body), sb)
+        # as a batch member
+        root = hashlib.sha256(b"batch root").digest()
+        tx = V.decode_tx(sb + b"\x02" + root + hand_u32(5))
+        self.assertEqual((tx.auth, tx.batch_root, tx.batch_index, tx.signature), (2, root, 5, None))
+        # empty strings decode (no lower bound at the decoding level)
+        tx = V.decode_tx(self.signed(self.access_signing(requester=b"", provider=b"", contract=b"")))
+        self.assertEqual((tx.body["requester"], tx.body["provider"], tx.body["contract"]), ("", "", ""))
+
+    def test_subject_count(self):
+        refs = sorted(hashlib.sha256(bytes([i])).digest() for i in range(9))
+        for n in (1, 8):
+            tx = V.decode_tx(self.signed(self.access_signing(refs=refs[:n])))
+            self.assertEqual(tx.body["subject_refs"], refs[:n])
+            self.assertEqual(V.encode_tx_signing(tx.chain_id, tx.author, tx.kind, tx.body), tx.signing_bytes)
+        self.assertRefused(self.signed(self.access_signing(refs=[])), "without subject references")
+        self.assertRefused(self.signed(self.access_signing(refs=refs)), "subject_refs", "above limit 8")
+        # a count above 8 is refused before the references are read
+        sb = self.access_signing()
+        cut = sb.index(hand_u32(3) + hand_u32(2)) + 4
+        for count in (9, 0xFFFFFFFF):
+            self.assertRefused(sb[:cut] + hand_u32(count), "above limit 8")
+        # a count that does not match the references that follow
+        self.assertRefused(self.signed(self.access_signing(count=1)))
+        self.assertRefused(self.signed(self.access_signing(count=3)))
+
+    def test_subject_order(self):
+        self.assertRefused(self.signed(self.access_signing(refs=[self.REF_B, self.REF_A])), "strictly increasing")
+        self.assertRefused(self.signed(self.access_signing(refs=[self.REF_A, self.REF_A])), "strictly increasing")
+        refs = sorted(hashlib.sha256(bytes([i])).digest() for i in range(8))
+        for i in range(7):
+            swapped = refs[:i] + [refs[i + 1], refs[i]] + refs[i + 2:]
+            self.assertRefused(self.signed(self.access_signing(refs=swapped)), "strictly increasing")
+            repeated = refs[:i] + [refs[i], refs[i]] + refs[i + 2:]
+            self.assertRefused(self.signed(self.access_signing(refs=repeated)), "strictly increasing")
+        # references that differ only in their last byte
+        low, high = b"\x00" * 31 + b"\x01", b"\x00" * 31 + b"\x02"
+        V.decode_tx(self.signed(self.access_signing(refs=[low, high])))
+        self.assertRefused(self.signed(self.access_signing(refs=[high, low])), "strictly increasing")
+
+    def test_trailing_and_truncated(self):
+        sb = self.access_signing()
+        root = hashlib.sha256(b"batch root").digest()
+        for good in (self.signed(sb), sb + b"\x02" + root + hand_u32(0)):
+            V.decode_tx(good)
+            for extra in (b"\x00", b"\x01", b"\x00" * 32, b"\x00" * 64):
+                self.assertRefused(good + extra, "trailing")
+            for n in range(len(good)):
+                self.assertRefused(good[:n])
+        self.assertRefused(sb + b"\x03" + b"\x00" * 64, "unknown authorization tag")
+
+    def test_unknown_kinds_still_refused(self):
+        for kind in (0x00, 0x07, 0x08, 0xFF):
+            self.assertRefused(self.signed(hand_tx_head(b"nanjing.gateway", kind) + b"\x00" * 200),
+                               "unknown transaction kind")
+        with self.assertRaises(ValueError):
+            V.encode_tx_signing("nanjing", "nanjing.gateway", 7, {})
+
+    def test_package_author_roles(self):
+        roots = roots_with_service_members()
+        good = self.signed(self.access_signing())
+        ok, facts, _ = judge(package([make_bundle([good], 0)]), roots)
+        self.assertTrue(ok, [f.line() for f in facts if f.status != V.HOLDS])
+        ok, facts, _ = judge(package([make_bundle([make_tx(1, record_body()), good], 1)]), roots)
+        self.assertTrue(ok, [f.line() for f in facts if f.status != V.HOLDS])
+        for author, seed in [(DEPT.encode(), DEPT_SEED), (b"nanjing.water", UTILITY_SEED),
+                             (b"nanjing.hospital", HOSPITAL_SEED)]:
+            tx = self.signed(self.access_signing(author=author), seed)
+            ok, facts, _ = judge(package([make_bundle([tx], 0)]), roots)
+            self.assertEqual(codes(facts), {"tx.author_role"}, author)
+        tx = self.signed(self.access_signing(author=b"suzhou.gateway"), OTHER_SEED)
+        ok, facts, _ = judge(package([make_bundle([tx], 0)]), roots)
+        self.assertEqual(codes(facts), {"tx.foreign_author"})
+        tx = self.signed(self.access_signing(author=b"nanjing.nobody"))
+        ok, facts, _ = judge(package([make_bundle([tx], 0)]), roots)
+        self.assertEqual(codes(facts), {"tx.unknown_author"})
+        ok, facts, _ = judge(package([make_bundle([self.signed(self.access_signing(), DEPT_SEED)], 0)]), roots)
+        self.assertEqual(codes(facts), {"tx.bad_signature"})
+        tx = self.signed(self.access_signing(chain=b"suzhou"))
+        ok, facts, _ = judge(package([make_bundle([tx], 0)]), roots)
+        self.assertIn("tx.wrong_chain", codes(facts))
+        # an access-log entry is not a record commitment
+        ok, facts, _ = judge(package([make_bundle([good], 0)], [status_disclosure(0)]), roots)
+        self.assertEqual(codes(facts), {"disclosure.not_a_record"})
+        # malformed entries in a package: tx.malformed, and the rest of the bundle skipped
+        for bad in (self.signed(self.access_signing(refs=[])), self.signed(self.access_signing(
+                refs=[self.REF_B, self.REF_A])), good + b"\x00"):
+            ok, facts, _ = judge(package([make_bundle([bad], 0)]), roots)
+            self.assertEqual(codes(facts), {"tx.malformed"})
+            self.assertEqual({f.name for f in facts if f.status == V.SKIPPED},
+                             {"bundle[0].tx_chain", "bundle[0].authorization"})
+
+
+class BodyStringLimits(unittest.TestCase):
+    """Section 8: every str field of a transaction body at most 128 bytes (reason: 1,024); chain_id at most 64."""
+
+    @staticmethod
+    def cases():
+        """(kind, field, signing bytes with that field set to b) for one builder per field."""
+        a, s = AccessLog(), ServiceKinds()
+        return [
+            (4, "requester", lambda b: a.access_signing(requester=b)),
+            (4, "provider", lambda b: a.access_signing(provider=b)),
+            (4, "contract", lambda b: a.access_signing(contract=b)),
+            (5, "bundle", lambda b: s.step_signing(bundle=b.decode())),
+            (5, "step", lambda b: s.step_signing(step=b.decode())),
+            (5, "item", lambda b: s.step_signing(item=b.decode())),
+            (6, "service", lambda b: s.receipt_signing(service=b)),
+        ]
+
+    def test_128_passes_129_refused(self):
+        seen = set()
+        for kind, field, build in self.cases():
+            seen.add(kind)
+            # bytes, not characters: 42 three-byte characters + 2 = 128 bytes; 43 of them = 129 bytes
+            for ok in (b"x" * 128, "受".encode() * 42 + b"ab"):
+                self.assertEqual(len(ok), 128)
+                tx = V.decode_tx(build(ok) + b"\x02" + b"\x00" * 36)
+                self.assertEqual(tx.kind, kind)
+                self.assertEqual(tx.body[field], ok.decode(), field)
+                self.assertEqual(V.encode_tx_signing(tx.chain_id, tx.author, tx.kind, tx.body), tx.signing_bytes)
+            for bad in (b"x" * 129, "受".encode() * 43, b"x" * 1024):
+                with self.assertRaises(V.TxError, msg=(field, len(bad))) as cm:
+                    V.decode_tx(build(bad) + b"\x02" + b"\x00" * 36)
+                self.assertIn(f"{field}: length/count {len(bad)} above limit 128", str(cm.exception))
+            # the length prefix alone is refused, before the bytes are read
+            sb = build(b"MARK")
+            cut = sb.index(hand_str(b"MARK"))
+            with self.assertRaises(V.TxError) as cm:
+                V.decode_tx(sb[:cut] + hand_u32(129))
+            self.assertIn(f"{field}: length/count 129 above limit 128", str(cm.exception))
+        self.assertEqual(seen, {4, 5, 6})
+
+    def test_in_a_package(self):
+        roots = roots_with_service_members()
+        a, s = AccessLog(), ServiceKinds()
+        for n, holds in ((128, True), (129, False)):
+            for sb, seed in ((a.access_signing(contract=b"c" * n), GATEWAY_SEED),
+                             (s.step_signing(step="s" * n), GATEWAY_SEED),
+                             (s.receipt_signing(service=b"w" * n), UTILITY_SEED)):
+                ok, facts, _ = judge(package([make_bundle([sb + b"\x01" + V.ed25519_sign(seed, sb)], 0)]), roots)
+                self.assertEqual(ok, holds, [f.line() for f in facts if f.status != V.HOLDS])
+                if not holds:
+                    self.assertEqual(codes(facts), {"tx.malformed"})
+
+    def test_author_and_chain_id(self):
+        a = AccessLog()
+        V.decode_tx(a.access_signing(author=b"g" * 128) + b"\x02" + b"\x00" * 36)
+        with self.assertRaises(V.TxError) as cm:
+            V.decode_tx(a.access_signing(author=b"g" * 129) + b"\x02" + b"\x00" * 36)
+        self.assertIn("author: length/count 129 above limit 128", str(cm.exception))
+        V.decode_tx(a.access_signing(chain=b"c" * 64) + b"\x02" + b"\x00" * 36)
+        with self.assertRaises(V.TxError) as cm:
+            V.decode_tx(a.access_signing(chain=b"c" * 65) + b"\x02" + b"\x00" * 36)
+        self.assertIn("chain_id: length/count 65 above limit 64", str(cm.exception))
+        # the reason of kind 06 keeps its own limit of 1,024 bytes (see ServiceKinds.test_reason_length)
+        s = ServiceKinds()
+        V.decode_tx(s.receipt_signing(reason=b"r" * 1024) + b"\x02" + b"\x00" * 36)
 
 
 if __name__ == "__main__":

@@ -408,6 +408,11 @@ MAX_PATH = 64
 MAX_BUNDLES = 4096
 MAX_DISCLOSURES = 4096
 MIN_SUBJECTS, MAX_SUBJECTS = 1, 8
+# Section 8: every str field of a transaction body (author, record_type,
+# record_id, requester, provider, contract, bundle, step, item, service) is at
+# most 128 bytes, except a service receipt's reason (kind 06), at most 1,024.
+MAX_BODY_STR = 128
+MAX_REASON = 1024
 
 
 class Reader:
@@ -755,7 +760,24 @@ class Tx:
 
 
 KIND_RECORD, KIND_REVOCATION, KIND_SEAL = 1, 2, 3
-KIND_ROLE = {KIND_RECORD: "department", KIND_REVOCATION: "department", KIND_SEAL: None}  # None = any member
+KIND_ACCESS_LOG, KIND_APPLICATION_STEP, KIND_RECEIPT = 4, 5, 6
+# roles allowed to author each kind (section 8, "author role"); None = any member
+KIND_ROLE = {KIND_RECORD: ("department",), KIND_REVOCATION: ("department",), KIND_SEAL: None,
+             KIND_ACCESS_LOG: ("gateway",), KIND_APPLICATION_STEP: ("gateway",),
+             KIND_RECEIPT: ("utility", "department")}
+
+
+def _read_subject_refs(r: Reader, what: str) -> list:
+    """list<raw[32]> of 1-8 subject references in strictly increasing byte
+    order (kinds 01 and 04).  A count above 8 is refused before reading on."""
+    n = r.length(MAX_SUBJECTS, f"{what} subject_refs")
+    if n < MIN_SUBJECTS:
+        raise r.err(f"{what} without subject references")
+    refs = [r.raw(32) for _ in range(n)]
+    for a, b in zip(refs, refs[1:]):
+        if not a < b:
+            raise r.err(f"{what} subject references not strictly increasing")
+    return refs
 
 
 def decode_tx(data: bytes) -> Tx:
@@ -771,14 +793,7 @@ def decode_tx(data: bytes) -> Tx:
     if kind == KIND_RECORD:
         body["record_type"] = r.string(MAX_RECORD_TYPE, "record_type")
         body["record_id"] = r.string(MAX_RECORD_ID, "record_id")
-        n = r.length(MAX_SUBJECTS, "subject_refs")
-        if n < MIN_SUBJECTS:
-            raise r.err("record commitment without subject references")
-        refs = [r.raw(32) for _ in range(n)]
-        for a, b in zip(refs, refs[1:]):
-            if not a < b:
-                raise r.err("subject references not strictly increasing")
-        body["subject_refs"] = refs
+        body["subject_refs"] = _read_subject_refs(r, "record commitment")
         body["version"] = r.u32()
         body["commitment"] = r.raw(32)
         body["issued_ms"] = r.u64()
@@ -795,6 +810,35 @@ def decode_tx(data: bytes) -> Tx:
     elif kind == KIND_SEAL:
         body["root"] = r.raw(32)
         body["count"] = r.u32()
+    elif kind == KIND_ACCESS_LOG:
+        body["requester"] = r.string(MAX_BODY_STR, "requester")
+        body["provider"] = r.string(MAX_BODY_STR, "provider")
+        body["contract"] = r.string(MAX_BODY_STR, "contract")
+        body["contract_version"] = r.u32()
+        body["subject_refs"] = _read_subject_refs(r, "access-log entry")
+        body["question"] = r.raw(32)
+        body["answer"] = r.raw(32)
+        body["request_id"] = r.raw(32)
+        body["at_ms"] = r.u64()
+    elif kind == KIND_APPLICATION_STEP:
+        body["application"] = r.raw(32)
+        body["bundle"] = r.string(MAX_BODY_STR, "bundle")
+        body["step"] = r.string(MAX_BODY_STR, "step")
+        body["item"] = r.string(MAX_BODY_STR, "item")
+        body["detail"] = r.raw(32)
+        body["at_ms"] = r.u64()
+    elif kind == KIND_RECEIPT:
+        body["delivery"] = r.raw(32)
+        body["application"] = r.raw(32)
+        body["service"] = r.string(MAX_BODY_STR, "service")
+        body["request"] = r.raw(32)
+        at2 = r.i
+        accepted = r.u8()
+        if accepted not in (0, 1):
+            raise r.err(f"receipt accepted byte {accepted:#04x} at offset {at2}")
+        body["accepted"] = accepted == 1
+        body["reason"] = r.string(MAX_REASON, "reason")
+        body["at_ms"] = r.u64()
     else:
         raise r.err(f"unknown transaction kind {kind:#04x} at offset {at}")
     signing_bytes = data[:r.i]
@@ -822,6 +866,19 @@ def encode_tx_signing(chain_id: str, author: str, kind: int, body: dict) -> byte
                 + enc_u8(body["reason"]) + enc_u64(body["at_ms"]))
     elif kind == KIND_SEAL:
         out += body["root"] + enc_u32(body["count"])
+    elif kind == KIND_ACCESS_LOG:
+        out += (enc_str(body["requester"]) + enc_str(body["provider"]) + enc_str(body["contract"])
+                + enc_u32(body["contract_version"]) + enc_u32(len(body["subject_refs"]))
+                + b"".join(body["subject_refs"]) + body["question"] + body["answer"] + body["request_id"]
+                + enc_u64(body["at_ms"]))
+    elif kind == KIND_APPLICATION_STEP:
+        out += (body["application"] + enc_str(body["bundle"]) + enc_str(body["step"]) + enc_str(body["item"])
+                + body["detail"] + enc_u64(body["at_ms"]))
+    elif kind == KIND_RECEIPT:
+        out += (body["delivery"] + body["application"] + enc_str(body["service"]) + body["request"]
+                + (b"\x01" if body["accepted"] else b"\x00") + enc_str(body["reason"]) + enc_u64(body["at_ms"]))
+    else:
+        raise ValueError(f"unknown transaction kind {kind:#04x}")
     return out
 
 
@@ -1028,9 +1085,10 @@ def _check_authorization(b: Bundle, tx: Tx, prefix: str, roots: TrustRoots, fact
     if member is None:
         facts.add(11, name, False, "tx.unknown_author", f"author {tx.author!r}")
         return
-    role = KIND_ROLE[tx.kind]
-    if role is not None and member.role != role:
-        facts.add(11, name, False, "tx.author_role", f"{tx.author!r} is {member.role}, kind {tx.kind} needs {role}")
+    roles = KIND_ROLE[tx.kind]
+    if roles is not None and member.role not in roles:
+        facts.add(11, name, False, "tx.author_role",
+                  f"{tx.author!r} is {member.role}, kind {tx.kind} needs {' or '.join(roles)}")
         return
     # ASSUMPTION: "the city whose chain this is" is the transaction's chain_id
     # (equal to the header's chain when check 10 holds).

@@ -6,6 +6,7 @@
 //! (department publication, supersession, revocation, import, read-back and
 //! field disclosure).
 
+pub mod applications;
 pub mod chain;
 pub mod health;
 pub mod matches;
@@ -274,6 +275,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(records::disclose),
         )
         .route("/v1/matches", post(matches::ask))
+        .route("/v1/applications", post(applications::submit))
+        .route("/v1/applications/{id}", get(applications::status))
+        .route("/v1/inbox", get(applications::inbox))
+        .route("/v1/inbox/receipt", post(applications::receipt))
         .route("/v1/access-ledger", post(matches::access_ledger))
         .route("/v1/light", get(matches::light_status))
         .route("/v1/light/{chain}/unfreeze", post(matches::unfreeze))
