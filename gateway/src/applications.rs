@@ -34,12 +34,9 @@ use tokio::sync::mpsc;
 use crate::ledger::{Intent, Outcome, PreparedTx};
 use crate::state::AppState;
 
-/// Domain of an application id.
-pub const APP_DOMAIN: &str = "tongban/application/v1";
-/// Domain of a delivery id.
-pub const DELIVERY_DOMAIN: &str = "tongban/delivery/v1";
-/// Domain of a match request id made for an application.
-pub const ASK_DOMAIN: &str = "tongban/application-ask/v1";
+use regions::application::ask_id;
+pub use regions::application::{application_id, delivery_id};
+
 /// HPKE `info` of a sealed service request.
 pub const SERVICE_INFO: &[u8] = b"tongban/service-request/v1";
 
@@ -49,26 +46,6 @@ fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
         k.extend_from_slice(p);
     }
     k
-}
-
-/// The id of a centre's application for a bundle with the centre's own reference.
-pub fn application_id(centre: &str, bundle: &str, reference: &str) -> Hash {
-    let mut e = proofs::encoding::Encoder::with_domain(APP_DOMAIN);
-    e.str(centre).str(bundle).str(reference);
-    sha256(&e.finish())
-}
-
-/// The id of the delivery of `service` for application `app`.
-pub fn delivery_id(app: &Hash, service: &str) -> Hash {
-    let mut e = proofs::encoding::Encoder::with_domain(DELIVERY_DOMAIN);
-    e.raw(&app.0).str(service);
-    sha256(&e.finish())
-}
-
-fn ask_id(app: &Hash, evidence: &str, attempt: u32) -> Hash {
-    let mut e = proofs::encoding::Encoder::with_domain(ASK_DOMAIN);
-    e.raw(&app.0).str(evidence).u32(attempt);
-    sha256(&e.finish())
 }
 
 /// A service request as delivered to a recipient's inbox, signed by the centre.
@@ -350,12 +327,12 @@ async fn commit(
         &state.gateway_key,
     );
     puts.push((key(b'P', &[&id.0]), bytes));
+    let prepared = PreparedTx::new(&tx);
+    // The step's leaf, so the evidence package can prove every step.
+    puts.push((key(b'E', &[&id.0, &[3], &prepared.leaf.0]), Vec::new()));
     let out = state
         .writer
-        .submit(vec![Intent::Record {
-            tx: PreparedTx::new(&tx),
-            puts,
-        }])
+        .submit(vec![Intent::Record { tx: prepared, puts }])
         .await
         .map_err(|e| e.to_string())?;
     match out.first().and_then(|o| o.first()) {
@@ -502,13 +479,8 @@ async fn request_for(s: &AppState, id: &Hash, q: &AskSpec<'_>) -> Result<MatchRe
         .contract(q.contract)
         .map(|c| c.purpose.clone())
         .unwrap_or_default();
-    let question = serde_json::json!({
-        "record_type": q.record_type,
-        "predicates": q.predicates,
-        "disclose": q.disclose,
-        "purpose": purpose,
-    })
-    .to_string();
+    let question =
+        regions::application::question_text(q.record_type, q.predicates, q.disclose, &purpose);
     let rid = ask_id(id, q.evidence, q.attempt);
     let mut seed_in = key_c.to_seed().to_vec();
     seed_in.extend_from_slice(&rid.0);
@@ -785,4 +757,50 @@ pub fn is_centre(roots: &proofs::TrustRoots, id: &str) -> bool {
         .members
         .get(id)
         .is_some_and(|m| m.role == Role::ServiceCentre)
+}
+
+/// The evidence package of an application (see `regions::evidence`).
+pub fn package(state: &AppState, id: &Hash) -> Option<regions::evidence::ApplicationPackage> {
+    let bytes = state.ledger.state(&key(b'P', &[&id.0])).ok()??;
+    let application = String::from_utf8(bytes).ok()?;
+    let a: Application = serde_json::from_str(&application).ok()?;
+    let mut steps: Vec<ProofBundle> = state
+        .ledger
+        .state_scan(&key(b'E', &[&id.0, &[3]]))
+        .ok()?
+        .into_iter()
+        .filter_map(|(k, _)| k.get(34..66).and_then(|b| b.try_into().ok()).map(Hash))
+        .filter_map(|leaf| state.ledger.bundle(&leaf).ok().flatten())
+        .collect();
+    steps.sort_by_key(|b| (b.header.header.height, b.proof.index));
+    let evidence = kept_evidence(state, id)
+        .into_iter()
+        .filter_map(|(name, k)| {
+            let attempt = match a.evidence.get(&name)? {
+                regions::application::EvidenceState::Answered { attempt, .. } => *attempt,
+                _ => return None,
+            };
+            Some(regions::evidence::EvidenceItem {
+                id: name,
+                attempt,
+                request: k.request,
+                access: k.answer.access,
+                record: k.answer.record,
+                answer: k.plain.encode(),
+            })
+        })
+        .collect();
+    let receipts = kept_receipts(state, id)
+        .into_iter()
+        .map(|(service, bundle)| regions::evidence::ReceiptItem { service, bundle })
+        .collect();
+    Some(regions::evidence::ApplicationPackage {
+        format: regions::evidence::PACKAGE_FORMAT.into(),
+        registry_hash: state.registry_hash,
+        application_id: *id,
+        application,
+        steps,
+        evidence,
+        receipts,
+    })
 }

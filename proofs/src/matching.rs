@@ -627,13 +627,25 @@ pub fn open_answer(
 ) -> Result<AnswerPlain, MatchError> {
     let digest = request.digest();
     let bytes = open_base(key, ANSWER_INFO, &digest.0, &answer.sealed)?;
-    let plain = AnswerPlain::decode(&bytes)?;
+    check_opened(&bytes, request, verified)
+}
+
+/// Checks an opened answer's plaintext against its request and what
+/// [`verify_answer`] established (the committed hash, the record, the
+/// heights). An inspector, who holds the plaintext but not the key, uses this.
+pub fn check_opened(
+    bytes: &[u8],
+    request: &MatchRequest,
+    verified: &VerifiedAccess,
+) -> Result<AnswerPlain, MatchError> {
+    let digest = request.digest();
+    let plain = AnswerPlain::decode(bytes)?;
     if plain.request != digest {
         return Err(MatchError::Mismatch(
             "the answer names another request".into(),
         ));
     }
-    if sha256(&bytes) != verified.answer {
+    if sha256(bytes) != verified.answer {
         return Err(MatchError::Mismatch(
             "the answer is not the one committed in the access log".into(),
         ));

@@ -794,3 +794,48 @@ pub fn pending_effects(registry: &Registry, bundle: &Bundle, app: &Application) 
     }
     out
 }
+
+/// Domain of an application id.
+pub const APP_DOMAIN: &str = "tongban/application/v1";
+/// Domain of a delivery id.
+pub const DELIVERY_DOMAIN: &str = "tongban/delivery/v1";
+/// Domain of the id of a match request made for an application.
+pub const ASK_DOMAIN: &str = "tongban/application-ask/v1";
+
+/// The id of a centre's application for a bundle under the centre's own reference.
+pub fn application_id(centre: &str, bundle: &str, reference: &str) -> proofs::Hash {
+    let mut e = proofs::encoding::Encoder::with_domain(APP_DOMAIN);
+    e.str(centre).str(bundle).str(reference);
+    proofs::hash::sha256(&e.finish())
+}
+
+/// The id of the delivery of `service` for application `app`.
+pub fn delivery_id(app: &proofs::Hash, service: &str) -> proofs::Hash {
+    let mut e = proofs::encoding::Encoder::with_domain(DELIVERY_DOMAIN);
+    e.raw(&app.0).str(service);
+    proofs::hash::sha256(&e.finish())
+}
+
+/// The id of the match request for `evidence`, attempt `attempt`, of application `app`.
+pub fn ask_id(app: &proofs::Hash, evidence: &str, attempt: u32) -> proofs::Hash {
+    let mut e = proofs::encoding::Encoder::with_domain(ASK_DOMAIN);
+    e.raw(&app.0).str(evidence).u32(attempt);
+    proofs::hash::sha256(&e.finish())
+}
+
+/// The question text of an evidence request (what the request carries and
+/// the access log hashes): record type, bound predicates, fields, purpose.
+pub fn question_text(
+    record_type: &str,
+    predicates: &[Predicate],
+    disclose: &[String],
+    purpose: &str,
+) -> String {
+    serde_json::json!({
+        "record_type": record_type,
+        "predicates": predicates,
+        "disclose": disclose,
+        "purpose": purpose,
+    })
+    .to_string()
+}

@@ -43,6 +43,7 @@
 pub mod application;
 pub mod bundle;
 pub mod contract;
+pub mod evidence;
 pub mod load;
 pub mod model;
 pub mod predicate;

@@ -16,6 +16,7 @@ use gateway::testkit::{
     CityFiles, Running, city_files, key, relay_section, resident, start, start_hub, subject_key,
 };
 use regions::application::{Phase, ServiceState};
+use regions::evidence::{ApplicationPackage, verify_package};
 use regions::test_keys::hpke_secret_key;
 
 const CERT: &str = "苏(2021)南京市不动产权第0012345号";
@@ -266,6 +267,115 @@ async fn house_transfer_across_three_cities_with_utilities() {
         gateway::applications::kept_receipts(&sh.run.state, &v.id()).len(),
         4
     );
+
+    // The evidence package verifies offline with the registry alone…
+    let pkg: ApplicationPackage = sh
+        .client("shanghai.centre")
+        .get(&format!("/v1/applications/{}/evidence", v.id()))
+        .await
+        .unwrap();
+    let registry = &sh.files.registry;
+    let roots = registry.trust_roots(sh.files.registry_hash).unwrap();
+    let now = 1_800_000_000_000;
+    let report = verify_package(&pkg, registry, &roots, now);
+    assert!(report.ok(), "{report}");
+    assert_eq!(pkg.evidence.len(), 6);
+    assert_eq!(pkg.receipts.len(), 4);
+    // …but not against another region's registry…
+    let other = proofs::TrustRoots {
+        registry_hash: proofs::Hash([7; 32]),
+        ..roots.clone()
+    };
+    assert_eq!(
+        verify_package(&pkg, registry, &other, now).first_failure_code(),
+        Some("package.registry_mismatch")
+    );
+    // …nor with valid proofs taken from another application.
+    let v2 = submit(sh, "SH-2026-0003", params(&seller, &buyer)).await;
+    let v2 = wait_for(sh, &v2.id(), |v| v.application.phase != Phase::Matching).await;
+    assert_eq!(v2.application.phase, Phase::Dispatching);
+    let pkg2: ApplicationPackage = sh
+        .client("shanghai.centre")
+        .get(&format!("/v1/applications/{}/evidence", v2.id()))
+        .await
+        .unwrap();
+    assert!(verify_package(&pkg2, registry, &roots, now).ok());
+    let mut mixed = pkg.clone();
+    let i = mixed
+        .evidence
+        .iter()
+        .position(|e| e.id == "deed-tax")
+        .unwrap();
+    mixed.evidence[i] = pkg2
+        .evidence
+        .iter()
+        .find(|e| e.id == "deed-tax")
+        .unwrap()
+        .clone();
+    let rep = verify_package(&mixed, registry, &roots, now);
+    assert_eq!(
+        rep.first_failure_code(),
+        Some("evidence.foreign_request"),
+        "{rep}"
+    );
+
+    // Any single change to any value in the package is caught.
+    let json = serde_json::to_value(&pkg).unwrap();
+    let mut leaves = Vec::new();
+    collect_leaves(&json, String::new(), &mut leaves);
+    assert!(leaves.len() > 100, "{}", leaves.len());
+    for path in &leaves {
+        let mut changed = json.clone();
+        mutate(changed.pointer_mut(path).unwrap());
+        let caught = match serde_json::from_value::<ApplicationPackage>(changed) {
+            Err(_) => true,
+            Ok(p) => !verify_package(&p, registry, &roots, now).ok(),
+        };
+        assert!(caught, "a change at {path} went unnoticed");
+    }
+}
+
+fn collect_leaves(v: &serde_json::Value, path: String, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let k = k.replace('~', "~0").replace('/', "~1");
+                collect_leaves(x, format!("{path}/{k}"), out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                collect_leaves(x, format!("{path}/{i}"), out);
+            }
+        }
+        _ => out.push(path),
+    }
+}
+
+fn mutate(v: &mut serde_json::Value) {
+    *v = match v.take() {
+        serde_json::Value::String(s) => {
+            // Change one character (a hex digit stays a hex digit).
+            let mut c: Vec<char> = s.chars().collect();
+            if c.is_empty() {
+                serde_json::Value::String("x".into())
+            } else {
+                let i = c.len() / 2;
+                c[i] = match c[i] {
+                    '0' => '1',
+                    'a' => 'b',
+                    x if x.is_ascii_digit() => '0',
+                    x if x.is_ascii_hexdigit() => 'a',
+                    _ => '0',
+                };
+                serde_json::Value::String(c.into_iter().collect())
+            }
+        }
+        serde_json::Value::Number(n) => serde_json::json!(n.as_u64().map_or(1, |x| x ^ 1)),
+        serde_json::Value::Bool(b) => serde_json::Value::Bool(!b),
+        serde_json::Value::Null => serde_json::json!(1),
+        other => other,
+    };
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

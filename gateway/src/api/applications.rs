@@ -188,3 +188,25 @@ pub async fn receipt(
         }),
     ))
 }
+
+/// `GET /v1/applications/{id}/evidence`: the application's evidence package,
+/// for the centre that took it; checkable offline with the registry alone
+/// (`tongban inspect verify`).
+pub async fn evidence(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    signed: Signed,
+) -> Result<Json<regions::evidence::ApplicationPackage>, ApiError> {
+    signed.require_local(Role::ServiceCentre, state.ledger.chain_id())?;
+    let id = Hash::from_hex(&id)
+        .map_err(|_| ApiError::bad("request.invalid", "id", "not a 64-hex-digit id"))?;
+    match crate::applications::load(&state, &id) {
+        Some(a) if a.centre == signed.member.id => crate::applications::package(&state, &id)
+            .map(Json)
+            .ok_or_else(|| ApiError::internal("the package could not be assembled")),
+        _ => Err(ApiError::not_found(
+            "application.not_found",
+            "no such application of this centre",
+        )),
+    }
+}

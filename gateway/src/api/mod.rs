@@ -277,6 +277,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/matches", post(matches::ask))
         .route("/v1/applications", post(applications::submit))
         .route("/v1/applications/{id}", get(applications::status))
+        .route(
+            "/v1/applications/{id}/evidence",
+            get(applications::evidence),
+        )
         .route("/v1/inbox", get(applications::inbox))
         .route("/v1/inbox/receipt", post(applications::receipt))
         .route("/v1/access-ledger", post(matches::access_ledger))

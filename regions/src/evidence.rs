@@ -1,0 +1,508 @@
+//! Evidence packages of applications, and their offline verification.
+//!
+//! A package holds everything needed to check a decided application with the
+//! region's registry alone: the application exactly as its last step committed
+//! it, a proof bundle for every application step, and for every piece of
+//! evidence the signed request, the bundles of the access-log entry and of the
+//! record evaluated, and the opened answer (whose SHA-256 the access log
+//! commits to); and the bundle of every service receipt. Sealed ciphertexts
+//! are not included: an inspector has no key to open them, and the opened
+//! answers are bound by their commitments instead. Every value in a package is
+//! checked; nothing is shown as verified that was not.
+//!
+//! [`verify_package`] is pure: trust roots, registry and time are arguments.
+
+use std::collections::BTreeMap;
+
+use proofs::bundle::verify_bundle;
+use proofs::hash::sha256;
+use proofs::matching::{MatchAnswer, MatchRequest, Verdict, check_opened, verify_answer};
+use proofs::report::Report;
+use proofs::seal::Sealed;
+use proofs::tx::TxBody;
+use proofs::{Hash, ProofBundle, Role, TrustRoots};
+use serde::{Deserialize, Serialize};
+
+use crate::application::{
+    Answer, Application, EvidenceState, Phase, ServiceState, ask_id, delivery_id, question_text,
+};
+use crate::model::Registry;
+
+/// The format tag of an application evidence package.
+pub const PACKAGE_FORMAT: &str = "tongban-application-evidence/v1";
+
+/// One piece of evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceItem {
+    /// The bundle's evidence id.
+    pub id: String,
+    /// The attempt that was answered.
+    pub attempt: u32,
+    /// The signed request.
+    pub request: MatchRequest,
+    /// The access-log entry's bundle.
+    pub access: ProofBundle,
+    /// The record commitment's bundle, if a record was evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<ProofBundle>,
+    /// The opened answer's canonical bytes (hex).
+    #[serde(with = "proofs::hash::hex_bytes")]
+    pub answer: Vec<u8>,
+}
+
+/// One service receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptItem {
+    /// The bundle's service id.
+    pub service: String,
+    /// The receipt transaction's bundle.
+    pub bundle: ProofBundle,
+}
+
+/// An application's evidence package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationPackage {
+    /// [`PACKAGE_FORMAT`].
+    pub format: String,
+    /// SHA-256 of the registry the package is to be checked against.
+    pub registry_hash: Hash,
+    /// The application's id.
+    pub application_id: Hash,
+    /// The application as JSON, exactly the bytes its last step committed.
+    pub application: String,
+    /// Bundles of the application's steps, oldest first.
+    pub steps: Vec<ProofBundle>,
+    /// The evidence answered.
+    pub evidence: Vec<EvidenceItem>,
+    /// The service receipts.
+    pub receipts: Vec<ReceiptItem>,
+}
+
+const SUBJECT: &str = "package";
+
+fn verdict_answer(v: &Verdict) -> Answer {
+    match v {
+        Verdict::Holds => Answer::Holds {
+            values: BTreeMap::new(),
+        },
+        Verdict::DoesNotHold => Answer::DoesNotHold,
+        Verdict::NoRecord => Answer::NoRecord,
+        Verdict::Denied { code, .. } => Answer::Denied { code: code.clone() },
+    }
+}
+
+fn same_answer(a: &Answer, b: &Answer) -> bool {
+    match (a, b) {
+        (Answer::Holds { .. }, Answer::Holds { .. }) => true,
+        _ => a == b,
+    }
+}
+
+/// Verifies an application package with the registry and its trust roots at
+/// time `now_ms`. Every fact is in the report; the package holds only if every
+/// fact does.
+pub fn verify_package(
+    pkg: &ApplicationPackage,
+    registry: &Registry,
+    roots: &TrustRoots,
+    now_ms: u64,
+) -> Report {
+    let mut r = Report::new();
+    if pkg.format != PACKAGE_FORMAT {
+        r.fails(
+            SUBJECT,
+            "package.format",
+            "package.format",
+            "unknown package format",
+            PACKAGE_FORMAT,
+            &pkg.format,
+        );
+        return r;
+    }
+    if pkg.registry_hash != roots.registry_hash {
+        r.fails(
+            SUBJECT,
+            "package.registry",
+            "package.registry_mismatch",
+            "the package was made under another registry",
+            roots.registry_hash.to_string(),
+            pkg.registry_hash.to_string(),
+        );
+        return r;
+    }
+    r.holds(SUBJECT, "package.registry", "made under this registry");
+
+    // The application, exactly as committed by its last step.
+    let app: Application = match serde_json::from_str(&pkg.application) {
+        Ok(a) => a,
+        Err(e) => {
+            r.fails(
+                SUBJECT,
+                "application.decode",
+                "application.malformed",
+                e.to_string(),
+                "the application's JSON",
+                "undecodable",
+            );
+            return r;
+        }
+    };
+    if app.id != pkg.application_id.to_string() {
+        r.fails(
+            SUBJECT,
+            "application.id",
+            "application.id_mismatch",
+            "the application is another one",
+            pkg.application_id.to_string(),
+            &app.id,
+        );
+        return r;
+    }
+    let Some(bundle) = registry.bundles.iter().find(|b| b.id == app.bundle) else {
+        r.fails(
+            SUBJECT,
+            "application.bundle",
+            "application.unknown_bundle",
+            "no such bundle in the registry",
+            "a bundle of the registry",
+            &app.bundle,
+        );
+        return r;
+    };
+    let Some(centre) = roots
+        .members
+        .get(&app.centre)
+        .filter(|m| m.role == Role::ServiceCentre)
+    else {
+        r.fails(
+            SUBJECT,
+            "application.centre",
+            "application.unknown_centre",
+            "the centre is not in the registry",
+            "a service centre",
+            &app.centre,
+        );
+        return r;
+    };
+    let centre_city = centre.city.clone();
+
+    // Steps: on the centre's chain, by its gateway, for this application; the
+    // last one commits to the application's JSON.
+    let mut last: Option<(u64, u32, Hash)> = None;
+    let mut steps_ok = !pkg.steps.is_empty();
+    for (i, b) in pkg.steps.iter().enumerate() {
+        let name = format!("step[{i}]");
+        let Some(tx) = verify_bundle(b, roots, now_ms, &name, &mut r) else {
+            steps_ok = false;
+            continue;
+        };
+        let by_gateway = roots
+            .members
+            .get(&tx.author)
+            .is_some_and(|m| m.role == Role::Gateway && m.city == centre_city);
+        match &tx.body {
+            TxBody::ApplicationStep {
+                application,
+                bundle: b_id,
+                detail,
+                ..
+            } if *application == pkg.application_id && *b_id == app.bundle && by_gateway => {
+                r.holds(
+                    &name,
+                    "step.application",
+                    "a step of this application by the centre's gateway",
+                );
+                let pos = (b.header.header.height, b.proof.index as u32);
+                if last.is_none_or(|(h, x, _)| (pos.0, pos.1) > (h, x)) {
+                    last = Some((pos.0, pos.1, *detail));
+                }
+            }
+            _ => {
+                steps_ok = false;
+                r.fails(
+                    &name,
+                    "step.application",
+                    "step.mismatch",
+                    "not a step of this application by the centre's gateway",
+                    pkg.application_id.to_string(),
+                    format!("{} by {}", tx.body.kind_name(), tx.author),
+                );
+            }
+        }
+    }
+    match last {
+        Some((_, _, detail)) if steps_ok && detail == sha256(pkg.application.as_bytes()) => {
+            r.holds(
+                SUBJECT,
+                "application.committed",
+                "the application is exactly what its last step committed",
+            );
+        }
+        _ => r.fails(
+            SUBJECT,
+            "application.committed",
+            "application.not_committed",
+            "the application's JSON is not what the last step committed",
+            "SHA-256 of the JSON = the last step's detail",
+            "different or no step",
+        ),
+    }
+
+    // Evidence.
+    let mut seen = BTreeMap::new();
+    for (i, item) in pkg.evidence.iter().enumerate() {
+        let name = format!("evidence[{i}] {}", item.id);
+        let Some(def) = bundle.evidence(&item.id) else {
+            r.fails(
+                &name,
+                "evidence.defined",
+                "evidence.unknown",
+                "the bundle has no such evidence",
+                "an evidence id of the bundle",
+                &item.id,
+            );
+            continue;
+        };
+        let req = &item.request;
+        // The request is the one this application makes for this evidence.
+        let provider = crate::model::Registry::evidence_provider(registry, def, &app.params)
+            .map(|d| d.id.clone());
+        let contract = registry.contract(&def.contract);
+        let expected_q = match (def.bind(&app.params), contract) {
+            (Ok(p), Some(c)) => Some(question_text(&c.record_type, &p, &def.disclose, &c.purpose)),
+            _ => None,
+        };
+        let fits = req.id == ask_id(&pkg.application_id, &item.id, item.attempt)
+            && req.requester == app.centre
+            && provider.as_ref().is_ok_and(|p| *p == req.provider)
+            && req.contract == def.contract
+            && contract.is_some_and(|c| c.version == req.contract_version)
+            && expected_q.as_deref() == Some(req.question.as_str());
+        if fits {
+            r.holds(
+                &name,
+                "evidence.request",
+                "the request this application makes for this evidence",
+            );
+        } else {
+            r.fails(
+                &name,
+                "evidence.request",
+                "evidence.foreign_request",
+                "the request is not this application's request for this evidence",
+                format!(
+                    "request {}",
+                    ask_id(&pkg.application_id, &item.id, item.attempt)
+                ),
+                format!("request {} by {}", req.id, req.requester),
+            );
+            continue;
+        }
+        if let Err(e) = req.verify_signature(roots) {
+            r.fails(
+                &name,
+                "evidence.signature",
+                e.code(),
+                e.to_string(),
+                "the centre's signature",
+                "invalid",
+            );
+            continue;
+        }
+        r.holds(&name, "evidence.signature", "signed by the centre");
+        let answer = MatchAnswer {
+            request_id: req.id,
+            sealed: Sealed {
+                enc: [0; 32],
+                ciphertext: Vec::new(),
+            },
+            access: item.access.clone(),
+            record: item.record.clone(),
+        };
+        let Some(verified) = verify_answer(&answer, req, roots, now_ms, &mut r) else {
+            continue;
+        };
+        match check_opened(&item.answer, req, &verified) {
+            Err(e) => r.fails(
+                &name,
+                "evidence.answer",
+                e.code(),
+                e.to_string(),
+                "the answer committed in the access log",
+                "another",
+            ),
+            Ok(plain) => {
+                r.holds(
+                    &name,
+                    "evidence.answer",
+                    "the opened answer is the one committed in the access log",
+                );
+                let state = app.evidence.get(&item.id);
+                let recorded = match state {
+                    Some(EvidenceState::Answered {
+                        answer, attempt, ..
+                    }) if *attempt == item.attempt => Some(answer),
+                    _ => None,
+                };
+                let proven = verdict_answer(&plain.verdict);
+                let values: BTreeMap<String, String> = plain.values.iter().cloned().collect();
+                let ok = recorded.is_some_and(|a| {
+                    same_answer(a, &proven)
+                        && match a {
+                            Answer::Holds { values: v } => *v == values,
+                            _ => true,
+                        }
+                });
+                if ok {
+                    r.holds(
+                        &name,
+                        "evidence.recorded",
+                        "the application records exactly this answer",
+                    );
+                    seen.insert(item.id.clone(), ());
+                } else {
+                    r.fails(
+                        &name,
+                        "evidence.recorded",
+                        "evidence.answer_mismatch",
+                        "the application records another answer",
+                        format!("{proven:?}"),
+                        format!("{recorded:?}"),
+                    );
+                }
+            }
+        }
+    }
+    for (id, s) in &app.evidence {
+        if matches!(s, EvidenceState::Answered { .. }) && !seen.contains_key(id) {
+            r.fails(
+                SUBJECT,
+                "evidence.complete",
+                "evidence.missing",
+                "an answer the application relies on is not proven in the package",
+                id.clone(),
+                "absent or unverified",
+            );
+        }
+    }
+
+    // The decision follows from the proven answers.
+    let known = |id: &str| match app.evidence.get(id) {
+        Some(EvidenceState::Answered {
+            answer: Answer::Holds { .. },
+            ..
+        }) if seen.contains_key(id) => Some(true),
+        Some(EvidenceState::Answered {
+            answer: Answer::DoesNotHold | Answer::NoRecord,
+            ..
+        }) if seen.contains_key(id) => Some(false),
+        _ => None,
+    };
+    let decided = bundle.rule.decide(&known);
+    let claimed = match app.phase {
+        Phase::Dispatching | Phase::Completed => Some(true),
+        Phase::Rejected => Some(false),
+        Phase::Matching | Phase::Failed => None,
+    };
+    if claimed.is_some() && decided == claimed {
+        r.holds(
+            SUBJECT,
+            "application.decision",
+            format!(
+                "{:?} follows from the proven answers and the bundle's rule",
+                app.phase
+            ),
+        );
+    } else if claimed.is_none() {
+        r.holds(
+            SUBJECT,
+            "application.decision",
+            format!("not decided ({:?})", app.phase),
+        );
+    } else {
+        r.fails(
+            SUBJECT,
+            "application.decision",
+            "application.decision_mismatch",
+            "the decision does not follow from the proven answers",
+            format!("{claimed:?}"),
+            format!("{decided:?}"),
+        );
+    }
+
+    // Receipts.
+    let mut receipted = BTreeMap::new();
+    for (i, item) in pkg.receipts.iter().enumerate() {
+        let name = format!("receipt[{i}] {}", item.service);
+        let Some(tx) = verify_bundle(&item.bundle, roots, now_ms, &name, &mut r) else {
+            continue;
+        };
+        let recipient = bundle
+            .service(&item.service)
+            .and_then(|s| registry.service_recipient(s, &app.params).ok())
+            .map(|m| m.id().to_owned());
+        match &tx.body {
+            TxBody::ServiceReceipt {
+                delivery,
+                application,
+                service,
+                accepted,
+                ..
+            } if *application == pkg.application_id
+                && *service == item.service
+                && *delivery == delivery_id(&pkg.application_id, service)
+                && recipient.as_deref() == Some(tx.author.as_str()) =>
+            {
+                let recorded = matches!(
+                    app.services.get(service),
+                    Some(ServiceState::Receipted { accepted: a, .. }) if a == accepted
+                );
+                if recorded {
+                    r.holds(
+                        &name,
+                        "receipt.service",
+                        format!(
+                            "{} receipt by {} for this application",
+                            if *accepted { "accepting" } else { "rejecting" },
+                            tx.author
+                        ),
+                    );
+                    receipted.insert(service.clone(), ());
+                } else {
+                    r.fails(
+                        &name,
+                        "receipt.service",
+                        "receipt.not_recorded",
+                        "the application records another outcome for this service",
+                        format!("{accepted}"),
+                        format!("{:?}", app.services.get(service)),
+                    );
+                }
+            }
+            _ => r.fails(
+                &name,
+                "receipt.service",
+                "receipt.foreign",
+                "not the recipient's receipt for this application's service",
+                format!("{} for {}", recipient.unwrap_or_default(), item.service),
+                format!("{} by {}", tx.body.kind_name(), tx.author),
+            ),
+        }
+    }
+    for (id, s) in &app.services {
+        if matches!(s, ServiceState::Receipted { .. }) && !receipted.contains_key(id) {
+            r.fails(
+                SUBJECT,
+                "receipt.complete",
+                "receipt.missing",
+                "a receipt the application records is not proven in the package",
+                id.clone(),
+                "absent or unverified",
+            );
+        }
+    }
+    r
+}
