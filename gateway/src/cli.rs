@@ -640,3 +640,170 @@ pub async fn ask_match(a: ClientArgs, m: MatchArgs) -> anyhow::Result<std::proce
     })?;
     Ok(std::process::ExitCode::SUCCESS)
 }
+
+/// A service centre's application commands.
+#[derive(Subcommand, Debug)]
+pub enum ApplicationsCommand {
+    /// Submit an application: `--bundle ID --reference REF` and the parameters
+    /// as a JSON object in a file (`-` for stdin).
+    Submit {
+        /// The bundle.
+        #[arg(long)]
+        bundle: String,
+        /// The centre's own reference (resubmitting it returns the same application).
+        #[arg(long)]
+        reference: String,
+        /// The parameters file.
+        params: PathBuf,
+    },
+    /// Status and timeline of an application.
+    Status {
+        /// The application id.
+        id: String,
+    },
+    /// The application's evidence package (JSON, to standard output).
+    Evidence {
+        /// The application id.
+        id: String,
+    },
+}
+
+/// Runs an application command for a service centre.
+pub async fn applications(
+    a: ClientArgs,
+    cmd: ApplicationsCommand,
+) -> anyhow::Result<std::process::ExitCode> {
+    let id = Identity::load(&a)?;
+    match cmd {
+        ApplicationsCommand::Submit {
+            bundle,
+            reference,
+            params,
+        } => {
+            let params: serde_json::Value = serde_json::from_str(&read_input(&params)?)
+                .context("the parameters are not a JSON object")?;
+            let (_, v): (u16, serde_json::Value) = id
+                .client
+                .post(
+                    "/v1/applications",
+                    &serde_json::json!({ "bundle": bundle, "reference": reference, "params": params }),
+                )
+                .await?;
+            print_json(&v)?;
+        }
+        ApplicationsCommand::Status { id: app } => {
+            let v: serde_json::Value = id.client.get(&format!("/v1/applications/{app}")).await?;
+            print_json(&v)?;
+        }
+        ApplicationsCommand::Evidence { id: app } => {
+            let v: serde_json::Value = id
+                .client
+                .get(&format!("/v1/applications/{app}/evidence"))
+                .await?;
+            print_json(&v)?;
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// A utility's (or department's) inbox commands.
+#[derive(Subcommand, Debug)]
+pub enum UtilityCommand {
+    /// List open service requests, opened with the HPKE key.
+    Inbox {
+        /// The recipient's HPKE key file.
+        #[arg(long, env = "TONGBAN_HPKE_KEY")]
+        hpke_key: PathBuf,
+    },
+    /// Close a request with a signed receipt.
+    Ack {
+        /// The delivery id.
+        delivery: String,
+        /// Reject instead of accept, with this reason.
+        #[arg(long)]
+        reject: Option<String>,
+    },
+}
+
+/// Runs an inbox command.
+pub async fn utility(a: ClientArgs, cmd: UtilityCommand) -> anyhow::Result<std::process::ExitCode> {
+    let id = Identity::load(&a)?;
+    let items: Vec<crate::inbox::InboxItem> = id.client.get("/v1/inbox").await?;
+    match cmd {
+        UtilityCommand::Inbox { hpke_key } => {
+            let (_, hpke) = keyfile::read_hpke(&hpke_key)?;
+            let out: Vec<serde_json::Value> = items
+                .iter()
+                .map(|i| {
+                    let fields = crate::client::open_delivery(&i.delivery, &hpke)
+                        .map(serde_json::Value::Object)
+                        .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }));
+                    serde_json::json!({
+                        "delivery": i.delivery.id,
+                        "application": i.delivery.application,
+                        "service": i.delivery.service,
+                        "centre": i.delivery.centre,
+                        "received_ms": i.received_ms,
+                        "fields": fields,
+                    })
+                })
+                .collect();
+            print_json(&out)?;
+        }
+        UtilityCommand::Ack { delivery, reject } => {
+            let Some(item) = items.iter().find(|i| i.delivery.id.to_string() == delivery) else {
+                bail!("no open request {delivery} in this inbox");
+            };
+            let r = crate::client::sign_receipt(
+                &id.chain_id,
+                &id.member,
+                &id.key,
+                &item.delivery,
+                reject.is_none(),
+                reject.as_deref().unwrap_or(""),
+                SystemClock.now_ms(),
+            );
+            let (_, v): (u16, serde_json::Value) = id.client.post("/v1/inbox/receipt", &r).await?;
+            print_json(&v)?;
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Verifies an application evidence package offline against a registry file;
+/// prints every fact (or JSON). Exit code 0 only if every fact holds.
+pub fn inspect_verify(
+    package: &Path,
+    registry: &Path,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let (reg, hash) =
+        regions::load(registry).with_context(|| format!("registry {}", registry.display()))?;
+    let roots = reg.trust_roots(hash).context("registry validation")?;
+    let text = read_input(package)?;
+    anyhow::ensure!(
+        text.len() <= 64 << 20,
+        "package larger than 64 MiB: refused before parsing"
+    );
+    let pkg: regions::evidence::ApplicationPackage =
+        serde_json::from_str(&text).context("not an application evidence package")?;
+    let report = regions::evidence::verify_package(&pkg, &reg, &roots, SystemClock.now_ms());
+    if json {
+        print_json(&serde_json::json!({ "ok": report.ok(), "report": report }))?;
+    } else {
+        print!("{report}");
+        println!(
+            "{}",
+            if report.ok() {
+                "VERIFIED: every fact holds"
+            } else {
+                "NOT VERIFIED"
+            }
+        );
+    }
+    Ok(if report.ok() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}

@@ -94,6 +94,25 @@ enum Command {
         #[command(flatten)]
         ask: cli::MatchArgs,
     },
+    /// A service centre's applications for one-stop bundles.
+    Applications {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::ApplicationsCommand,
+    },
+    /// A utility's (or department's) inbox of service requests.
+    Utility {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::UtilityCommand,
+    },
+    /// Offline verification, trusting only the registry file.
+    Inspect {
+        #[command(subcommand)]
+        command: InspectCommand,
+    },
     /// Run a hub: a relay between city gateways with no chain of its own.
     Hub {
         /// The registry file.
@@ -118,6 +137,21 @@ enum Command {
         client: cli::ClientArgs,
         /// The transaction's leaf hash.
         leaf: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum InspectCommand {
+    /// Verify an application's evidence package; exit code 0 only if every fact holds.
+    Verify {
+        /// The package (JSON; `-` for stdin).
+        package: PathBuf,
+        /// The region's registry file.
+        #[arg(long)]
+        registry: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -375,6 +409,16 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Records { client, command } => cli::records(client, command).await,
         Command::Proof { client, leaf } => cli::proof(client, &leaf).await,
         Command::Match { client, ask } => cli::ask_match(client, ask).await,
+        Command::Applications { client, command } => cli::applications(client, command).await,
+        Command::Utility { client, command } => cli::utility(client, command).await,
+        Command::Inspect {
+            command:
+                InspectCommand::Verify {
+                    package,
+                    registry,
+                    json,
+                },
+        } => cli::inspect_verify(&package, &registry, json),
         Command::Hub {
             registry,
             registry_sha256,

@@ -332,14 +332,28 @@ fn evaluate(
         let Some(loc) = r.location else { continue };
         records.push((r.fields, loc.leaf, r.version));
     }
-    if records.is_empty() {
+    // Counts are answered on an empty set too ("owns fewer than 2 homes",
+    // "no live licence bears this name"); field tests need a record.
+    let needs_record = q.predicates.is_empty()
+        || q.predicates
+            .iter()
+            .any(|p| matches!(p, Predicate::Field(_)));
+    if records.is_empty() && needs_record {
         return Ok((Verdict::NoRecord, Vec::new(), None));
     }
     let maps: Vec<BTreeMap<String, Value>> = records.iter().map(|(f, _, _)| f.clone()).collect();
     let outcome = regions::predicate::evaluate_all(&q.predicates, &maps, day)
         .map_err(|e| refuse("match.malformed", format!("predicates: {e}")))?;
-    let chosen = outcome.record.unwrap_or(0);
-    let (f, leaf, version) = &records[chosen];
+    let verdict = if outcome.holds {
+        Verdict::Holds
+    } else {
+        Verdict::DoesNotHold
+    };
+    // The record proven: the one the field tests passed on, else the first
+    // (a count over an empty set proves none).
+    let Some((f, leaf, version)) = records.get(outcome.record.unwrap_or(0)) else {
+        return Ok((verdict, Vec::new(), None));
+    };
     let values = if outcome.holds {
         q.disclose
             .iter()
@@ -347,11 +361,6 @@ fn evaluate(
             .collect()
     } else {
         Vec::new()
-    };
-    let verdict = if outcome.holds {
-        Verdict::Holds
-    } else {
-        Verdict::DoesNotHold
     };
     Ok((verdict, values, Some((*leaf, *version))))
 }

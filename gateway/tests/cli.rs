@@ -287,3 +287,144 @@ fn a_centre_operator_asks_a_match_from_the_command_line() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn business_opening_from_the_command_line_then_inspected_offline() {
+    let files = city_files("nanjing", "");
+    let (mut child, url) = serve(&files);
+    let keys = files.dir.path().join("keys");
+    let as_member = |member: &str| -> Vec<String> {
+        vec![
+            "--gateway".into(),
+            url.clone(),
+            "--registry".into(),
+            files.registry_path.display().to_string(),
+            "--key".into(),
+            keys.join(format!("{member}.ed25519.key"))
+                .display()
+                .to_string(),
+            "--subject-key".into(),
+            keys.join("subject.key").display().to_string(),
+        ]
+    };
+    let run = |args: Vec<String>| -> serde_json::Value {
+        let out = tongban().args(args).output().unwrap();
+        summary(&out)
+    };
+    let founder = resident(4242);
+    // The founder's identity card, valid for years.
+    let id_card = files.dir.path().join("id.json");
+    std::fs::write(
+        &id_card,
+        serde_json::to_vec(&serde_json::json!({
+            "record_type": "resident-identity", "record_id": "ID-4242", "version": 1, "issued_ms": 1_600_000_000_000u64,
+            "fields": { "id_number": founder, "name": "Zhang San", "sex": "M", "birth_date": "1985-01-02",
+                        "hukou_city": "nanjing", "valid_until": "2040-01-01" },
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut a = vec!["records".to_string()];
+    a.extend(as_member("nanjing.public-security"));
+    a.extend(["publish".into(), id_card.display().to_string()]);
+    run(a);
+    // The centre submits the application.
+    let params = files.dir.path().join("params.json");
+    std::fs::write(
+        &params,
+        serde_json::to_vec(&serde_json::json!({
+            "business_city": "nanjing", "founder_id": founder, "founder_city": "nanjing",
+            "proposed_name": "Nanjing Bright Tea House Ltd", "premises_address": "8 Hunan Road",
+            "registered_capital_yuan": 100000, "contact_phone": "13900000000",
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let centre = |cmd: &[&str]| {
+        let mut a = vec!["applications".to_string()];
+        a.extend(as_member("nanjing.centre"));
+        a.extend(cmd.iter().map(|s| s.to_string()));
+        run(a)
+    };
+    let submitted = centre(&[
+        "submit",
+        "--bundle",
+        "business-opening",
+        "--reference",
+        "BO-1",
+        params.to_str().unwrap(),
+    ]);
+    let id = submitted["id"].as_str().unwrap().to_owned();
+    let wait = |phase: &str| {
+        for _ in 0..200 {
+            let s = centre(&["status", &id]);
+            if s["phase"] == phase {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("never reached {phase}: {:#}", centre(&["status", &id]));
+    };
+    wait("dispatching");
+    // Each recipient reads its request and acknowledges it.
+    for member in [
+        "nanjing.market-regulation",
+        "nanjing.tax",
+        "nanjing.hr-social-security",
+        "nanjing.electricity",
+    ] {
+        let mut a = vec!["utility".to_string()];
+        a.extend(as_member(member));
+        let mut inbox = a.clone();
+        inbox.extend([
+            "inbox".into(),
+            "--hpke-key".into(),
+            keys.join(format!("{member}.hpke.key"))
+                .display()
+                .to_string(),
+        ]);
+        let items = run(inbox);
+        assert_eq!(items.as_array().unwrap().len(), 1, "{member}: {items:#}");
+        assert_eq!(items[0]["fields"]["address"], "8 Hunan Road", "{items:#}");
+        let delivery = items[0]["delivery"].as_str().unwrap().to_owned();
+        let mut ack = a.clone();
+        ack.extend(["ack".into(), delivery]);
+        assert_eq!(run(ack)["outcome"], "written");
+    }
+    wait("completed");
+    // The evidence package, checked offline with the registry alone.
+    let out = tongban()
+        .arg("applications")
+        .args(as_member("nanjing.centre"))
+        .args(["evidence", &id])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let pkg = files.dir.path().join("package.json");
+    std::fs::write(&pkg, &out.stdout).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let inspect = |p: &std::path::Path| {
+        tongban()
+            .args(["inspect", "verify"])
+            .arg(p)
+            .arg("--registry")
+            .arg(&files.registry_path)
+            .output()
+            .unwrap()
+    };
+    let ok = inspect(&pkg);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("VERIFIED: every fact holds"));
+    // One changed digit in the application's JSON: refused, exit code 1.
+    let text = String::from_utf8(out.stdout).unwrap();
+    let bad = files.dir.path().join("bad.json");
+    std::fs::write(&bad, text.replacen("13900000000", "13900000001", 1)).unwrap();
+    let no = inspect(&bad);
+    assert_eq!(no.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no.stdout).contains("application.not_committed"));
+}
