@@ -409,3 +409,106 @@ async fn a_buyer_with_two_homes_is_rejected_and_nothing_is_ordered() {
         );
     }
 }
+
+/// Acknowledges every open request of these members until the application is final.
+async fn serve_inboxes(city: &City, members: &[&str]) {
+    for m in members {
+        let c = city.client(m);
+        let items: Vec<InboxItem> = c.get("/v1/inbox").await.unwrap();
+        for i in items {
+            let r = sign_receipt(
+                &city.chain(),
+                m,
+                &key(m),
+                &i.delivery,
+                true,
+                "",
+                1_764_000_000_000,
+            );
+            let (_, _res): (u16, ReceiptResult) = c.post("/v1/inbox/receipt", &r).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_newborn_born_in_shanghai_registered_in_nanjing() {
+    let (cities, _hub) = region().await;
+    let (nj, sh) = (&cities["nanjing"], &cities["shanghai"]);
+    let (mother, father) = (resident(300), resident(301));
+    publish(
+        sh,
+        "shanghai.health",
+        "birth-certificate",
+        "BC-2026-1",
+        serde_json::json!({
+            "certificate_number": "BC-2026-1", "newborn_name": "Wang Xiaoming", "sex": "M",
+            "birth_date": "2026-11-20", "birth_place": "Shanghai First Maternity Hospital",
+            "mother_id": mother, "father_id": father,
+        }),
+    )
+    .await;
+    publish(nj, "nanjing.civil-affairs", "marriage", "M-300", serde_json::json!({
+        "certificate_number": "M-300", "party_a_id": father, "party_b_id": mother,
+        "status": "married", "registration_date": "2020-10-01", "registering_office": "Gulou District",
+    }))
+    .await;
+    publish(
+        nj,
+        "nanjing.public-security",
+        "household-registration",
+        "H-300",
+        serde_json::json!({
+            "id_number": mother, "household_number": "HH-320106-777", "head_id": father,
+            "relation_to_head": "spouse", "hukou_city": "nanjing", "address": "9 Beijing West Road",
+            "registered_date": "2020-11-01",
+        }),
+    )
+    .await;
+    let (status, v): (u16, ApplicationView) = nj
+        .client("nanjing.centre")
+        .post(
+            "/v1/applications",
+            &serde_json::json!({ "bundle": "newborn", "reference": "NB-1", "params": {
+                "birth_city": "shanghai", "family_city": "nanjing", "birth_certificate_number": "BC-2026-1",
+                "newborn_name": "Wang Xiaoming", "mother_id": mother, "father_id": father,
+            }}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201);
+    let c = nj.client("nanjing.centre");
+    let mut phase = Phase::Matching;
+    for _ in 0..300 {
+        let now: ApplicationView = c
+            .get(&format!("/v1/applications/{}", v.id()))
+            .await
+            .unwrap();
+        phase = now.application.phase;
+        if phase.is_final() {
+            break;
+        }
+        if phase == Phase::Dispatching {
+            serve_inboxes(
+                nj,
+                &["nanjing.public-security", "nanjing.hr-social-security"],
+            )
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(phase, Phase::Completed);
+    let pkg: ApplicationPackage = c
+        .get(&format!("/v1/applications/{}/evidence", v.id()))
+        .await
+        .unwrap();
+    let roots = nj
+        .files
+        .registry
+        .trust_roots(nj.files.registry_hash)
+        .unwrap();
+    let report = verify_package(&pkg, &nj.files.registry, &roots, 1_800_000_000_000);
+    assert!(report.ok(), "{report}");
+    // The birth was proven on Shanghai's chain, the household in Nanjing's.
+    let birth = pkg.evidence.iter().find(|e| e.id == "birth").unwrap();
+    assert_eq!(birth.access.header.header.chain_id, "shanghai-egov");
+}
