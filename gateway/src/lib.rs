@@ -23,6 +23,7 @@ pub mod api;
 pub mod applications;
 pub mod auth;
 pub mod bench;
+pub mod bench_bundle;
 pub mod bench_match;
 pub mod cli;
 pub mod client;

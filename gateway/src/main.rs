@@ -157,6 +157,18 @@ enum InspectCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// House-transfer applications across three cities; prints JSON.
+    Bundle {
+        /// Applications in the run.
+        #[arg(long, default_value_t = 1000)]
+        applications: usize,
+        /// Offered rate (applications/s).
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Packages verified in the inspector run.
+        #[arg(long, default_value_t = 2000)]
+        packages: usize,
+    },
     /// Cross-city matches between two gateways over loopback libp2p; prints JSON.
     Match {
         /// Matches in the throughput run.
@@ -458,6 +470,23 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             }
             shutdown_signal().await;
             drop(node);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Bundle {
+                    applications,
+                    rate,
+                    packages,
+                },
+        } => {
+            let figs = gateway::bench_bundle::run(gateway::bench_bundle::BundleOptions {
+                applications,
+                rate,
+                packages,
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&figs)?);
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Bench {
