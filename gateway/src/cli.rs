@@ -807,3 +807,43 @@ pub fn inspect_verify(
         std::process::ExitCode::FAILURE
     })
 }
+
+/// Exports the member's city chain from genesis (JSON, to standard output).
+pub async fn chain_export(a: ClientArgs) -> anyhow::Result<std::process::ExitCode> {
+    let id = Identity::load(&a)?;
+    let mut all: Option<proofs::chain::ChainExport> = None;
+    loop {
+        let from = all.as_ref().map_or(0, |e| e.blocks.len() as u64);
+        let page: proofs::chain::ChainExport =
+            id.client.get(&format!("/v1/chain/export/{from}")).await?;
+        let done = page.blocks.len() < crate::api::chain::EXPORT_PAGE as usize;
+        match &mut all {
+            None => all = Some(page),
+            Some(e) => e.blocks.extend(page.blocks),
+        }
+        if done {
+            break;
+        }
+    }
+    print_json(&all)?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Verifies a chain export from genesis offline against a registry file.
+pub fn inspect_chain(export: &Path, registry: &Path) -> anyhow::Result<std::process::ExitCode> {
+    let (reg, hash) =
+        regions::load(registry).with_context(|| format!("registry {}", registry.display()))?;
+    let roots = reg.trust_roots(hash).context("registry validation")?;
+    let text = read_input(export)?;
+    let e: proofs::chain::ChainExport =
+        serde_json::from_str(&text).context("not a chain export")?;
+    let report = proofs::chain::verify_export(&e, &roots);
+    print!("{report}");
+    Ok(if report.ok() {
+        println!("VERIFIED: the chain from genesis");
+        std::process::ExitCode::SUCCESS
+    } else {
+        println!("NOT VERIFIED");
+        std::process::ExitCode::FAILURE
+    })
+}

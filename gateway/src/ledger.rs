@@ -735,6 +735,19 @@ impl Ledger {
             })
         }))
     }
+    /// Every transaction of the block at `height`, in order.
+    pub fn block_txs(&self, height: u64) -> Result<Option<Vec<Vec<u8>>>, LedgerError> {
+        let mut out = None;
+        self.store.peek(&key(b'T', &[&be8(height)]), &mut |buf| {
+            let n = packed_count(buf).unwrap_or(0);
+            out = Some(
+                (0..n)
+                    .filter_map(|i| packed_item(buf, i).map(<[u8]>::to_vec))
+                    .collect(),
+            );
+        })?;
+        Ok(out)
+    }
     /// The transaction bytes at a location.
     pub fn tx_bytes(&self, height: u64, index: u32) -> Result<Option<Vec<u8>>, LedgerError> {
         let mut out = None;

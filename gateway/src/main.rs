@@ -108,6 +108,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::UtilityCommand,
     },
+    /// The member's city chain.
+    Chain {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: ChainCommand,
+    },
     /// Offline verification, trusting only the registry file.
     Inspect {
         #[command(subcommand)]
@@ -141,7 +148,21 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ChainCommand {
+    /// Export the chain from genesis (JSON, to standard output).
+    Export,
+}
+
+#[derive(Subcommand)]
 enum InspectCommand {
+    /// Verify a whole chain export from genesis: certificates, links, roots, authors.
+    Chain {
+        /// The export (JSON; `-` for stdin).
+        export: PathBuf,
+        /// The region's registry file.
+        #[arg(long)]
+        registry: PathBuf,
+    },
     /// Verify an application's evidence package; exit code 0 only if every fact holds.
     Verify {
         /// The package (JSON; `-` for stdin).
@@ -423,6 +444,13 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Match { client, ask } => cli::ask_match(client, ask).await,
         Command::Applications { client, command } => cli::applications(client, command).await,
         Command::Utility { client, command } => cli::utility(client, command).await,
+        Command::Chain {
+            client,
+            command: ChainCommand::Export,
+        } => cli::chain_export(client).await,
+        Command::Inspect {
+            command: InspectCommand::Chain { export, registry },
+        } => cli::inspect_chain(&export, &registry),
         Command::Inspect {
             command:
                 InspectCommand::Verify {

@@ -402,6 +402,50 @@ fn business_opening_from_the_command_line_then_inspected_offline() {
     assert!(out.status.success());
     let pkg = files.dir.path().join("package.json");
     std::fs::write(&pkg, &out.stdout).unwrap();
+    // The whole chain, exported and verified from genesis offline.
+    let exported = tongban()
+        .arg("chain")
+        .args(as_member("nanjing.centre"))
+        .arg("export")
+        .output()
+        .unwrap();
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let export = files.dir.path().join("chain.json");
+    std::fs::write(&export, &exported.stdout).unwrap();
+    let check = |p: &std::path::Path| {
+        tongban()
+            .args(["inspect", "chain"])
+            .arg(p)
+            .arg("--registry")
+            .arg(&files.registry_path)
+            .output()
+            .unwrap()
+    };
+    let good = check(&export);
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stdout)
+    );
+    let mut e: serde_json::Value = serde_json::from_slice(&exported.stdout).unwrap();
+    let blocks = e["blocks"].as_array().unwrap().len();
+    assert!(blocks > 5, "{blocks} blocks");
+    // One flipped hex digit in one transaction: the chain no longer verifies.
+    let tx = e["blocks"][blocks / 2]["txs"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut c: Vec<char> = tx.chars().collect();
+    let i = c.len() - 10;
+    c[i] = if c[i] == '0' { '1' } else { '0' };
+    e["blocks"][blocks / 2]["txs"][0] = serde_json::Value::String(c.into_iter().collect());
+    let bad_export = files.dir.path().join("chain-bad.json");
+    std::fs::write(&bad_export, serde_json::to_vec(&e).unwrap()).unwrap();
+    assert_eq!(check(&bad_export).status.code(), Some(1));
     child.kill().unwrap();
     child.wait().unwrap();
     let inspect = |p: &std::path::Path| {

@@ -29,6 +29,7 @@
 //! The byte layouts are specified in `docs/encoding.md`.
 
 pub mod bundle;
+pub mod chain;
 pub mod commitment;
 pub mod encoding;
 pub mod hash;

@@ -265,6 +265,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/chain", get(chain::head))
         .route("/v1/chain/headers/{height}", get(chain::header))
         .route("/v1/proofs/{leaf}", get(chain::proof))
+        .route("/v1/chain/export/{from}", get(chain::export))
         .route("/v1/records", post(records::publish))
         .route("/v1/records/batch", post(records::publish_batch))
         .route("/v1/records/import", post(records::import))
