@@ -237,11 +237,16 @@ impl Gateway {
         let engine = crate::applications::Engine::start(&state);
         let _ = state.engine.set(engine);
         let app = crate::api::router(state.clone());
+        let writer = state.writer.clone();
         drop(state);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
             .context("HTTP server")?;
+        // Background work (relay, engine) may still hold the state: stop the
+        // writer explicitly; what it already took is applied before it exits.
+        writer.close();
+        drop(writer);
         // Every handler (and so every writer handle) is gone: the writer applies
         // what is queued, then exits.
         tokio::task::spawn_blocking(move || writer_thread.join())

@@ -62,6 +62,7 @@ pub struct WriterStats {
 pub struct Writer {
     tx: SyncSender<Submission>,
     failed: Arc<AtomicBool>,
+    closing: Arc<AtomicBool>,
     /// Counters.
     pub stats: Arc<WriterStats>,
 }
@@ -89,12 +90,21 @@ impl Writer {
         let (tx, rx) = sync_channel(cfg.queue);
         let failed = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(WriterStats::default());
-        let (f, s) = (failed.clone(), stats.clone());
+        let closing = Arc::new(AtomicBool::new(false));
+        let (f, s, c) = (failed.clone(), stats.clone(), closing.clone());
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || run(ledger, clock, cfg, rx, f, s))
+            .spawn(move || run(ledger, clock, cfg, rx, f, s, c))
             .expect("spawn the ledger writer thread");
-        (Writer { tx, failed, stats }, WriterThread(Some(handle)))
+        (
+            Writer {
+                tx,
+                failed,
+                closing,
+                stats,
+            },
+            WriterThread(Some(handle)),
+        )
     }
 
     /// True once the writer has stopped after a failure.
@@ -102,9 +112,15 @@ impl Writer {
         self.failed.load(Ordering::Relaxed)
     }
 
+    /// Stops taking submissions; the thread applies what is queued, then exits
+    /// (graceful shutdown does not wait for every handle to be dropped).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
     /// Submits intents and waits until they are durable in a certified block.
     pub async fn submit(&self, intents: Vec<Intent>) -> Result<Vec<Vec<Outcome>>, SubmitError> {
-        if self.failed() {
+        if self.failed() || self.closing.load(Ordering::SeqCst) {
             return Err(SubmitError::Stopped);
         }
         let (reply, rx) = oneshot::channel();
@@ -127,8 +143,16 @@ fn run(
     rx: Receiver<Submission>,
     failed: Arc<AtomicBool>,
     stats: Arc<WriterStats>,
+    closing: Arc<AtomicBool>,
 ) {
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(s) => s,
+            Err(RecvTimeoutError::Disconnected) => return,
+            // Closing and nothing queued: done.
+            Err(RecvTimeoutError::Timeout) if closing.load(Ordering::SeqCst) => return,
+            Err(RecvTimeoutError::Timeout) => continue,
+        };
         let deadline = Instant::now() + cfg.block_interval;
         let mut count: usize = first.intents.iter().map(intent_txs).sum();
         let mut pending = vec![first];

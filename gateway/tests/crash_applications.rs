@@ -324,3 +324,139 @@ async fn sigkill_during_fan_out_and_dispatch_loses_nothing() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// The utilities' city gateway (Nanjing) is the one killed, 20 times, while
+/// the centre's gateway (Shanghai, in this process) keeps fanning out to it
+/// and dispatching to its inboxes over libp2p.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_the_utilities_gateway_loses_nothing() {
+    let runs: u64 = std::env::var("TONGBAN_CRASH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("utility-gateway crash test: {runs} runs, seed {seed}");
+    let mut rng = Rng(seed);
+    let addrs: std::collections::BTreeMap<String, String> = ["nanjing.gateway", "shanghai.gateway"]
+        .into_iter()
+        .map(|g| (g.to_string(), free_multiaddr()))
+        .collect();
+    let timing = "[applications]\nservice_deadline_ms = 400\nevidence_deadline_ms = 1500\nevidence_attempts = 20\n";
+    let nj = Arc::new(city_files(
+        "nanjing",
+        &format!("{}\n{timing}", relay_section("nanjing.gateway", &addrs)),
+    ));
+    let sh_files = city_files(
+        "shanghai",
+        &format!("{}\n{timing}", relay_section("shanghai.gateway", &addrs)),
+    );
+    let sh = start(&sh_files).await;
+    {
+        let (mut child, url) = spawn(&nj);
+        identities(&nj, &url, 10 * runs + 20).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let centre = {
+        let gw = sh_files
+            .registry
+            .city("shanghai")
+            .unwrap()
+            .gateway
+            .id
+            .clone();
+        Client::new(&sh.url, "shanghai.centre", key("shanghai.centre"), &gw)
+    };
+    let written = Arc::new(Mutex::new(HashMap::new()));
+    let mut acked = Vec::new();
+    let mut k = 0u64;
+    for _ in 0..runs {
+        let (mut child, url) = spawn(&nj);
+        let mut tasks = Vec::new();
+        for m in RECIPIENTS {
+            tasks.push(tokio::spawn(recipient(
+                nj.clone(),
+                url.clone(),
+                m,
+                written.clone(),
+                false,
+            )));
+        }
+        // The centre keeps taking applications whatever the utilities' city does.
+        for _ in 0..2 {
+            let body = serde_json::json!({
+                "bundle": "business-opening",
+                "reference": format!("XCRASH-{k}"),
+                "params": {
+                    "business_city": "nanjing", "founder_id": founder(k), "founder_city": "nanjing",
+                    "proposed_name": format!("Cross City Crash {k} Ltd"), "premises_address": format!("{k} Hunan Road"),
+                    "registered_capital_yuan": 100000, "contact_phone": "13900000000",
+                },
+            });
+            let (_, v): (u16, ApplicationView) =
+                centre.post("/v1/applications", &body).await.unwrap();
+            acked.push(v.id());
+            k += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100 + rng.next() % 500)).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+    let (mut child, url) = spawn(&nj);
+    let workers: Vec<_> = RECIPIENTS
+        .into_iter()
+        .map(|m| tokio::spawn(recipient(nj.clone(), url.clone(), m, written.clone(), true)))
+        .collect();
+    for id in &acked {
+        let mut last = None;
+        for _ in 0..600 {
+            let v: ApplicationView = centre.get(&format!("/v1/applications/{id}")).await.unwrap();
+            if v.application.phase.is_final() {
+                last = Some(v);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let v = last.unwrap_or_else(|| panic!("application {id} never reached a final state"));
+        assert_eq!(
+            v.application.phase,
+            Phase::Completed,
+            "{:#?}",
+            v.application
+        );
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let written = written.lock().unwrap().clone();
+    assert!(written.values().all(|n| *n == 1), "{written:?}");
+    let roots = sh_files
+        .registry
+        .trust_roots(sh_files.registry_hash)
+        .unwrap();
+    for id in &acked {
+        let pkg: regions::evidence::ApplicationPackage = centre
+            .get(&format!("/v1/applications/{id}/evidence"))
+            .await
+            .unwrap();
+        assert_eq!(pkg.receipts.len(), RECIPIENTS.len());
+        let r =
+            regions::evidence::verify_package(&pkg, &sh_files.registry, &roots, 1_800_000_000_000);
+        assert!(r.ok(), "{id}: {r}");
+    }
+    eprintln!(
+        "utility-gateway crash test: {} applications across {runs} kills of Nanjing, {} receipts, all completed and verified",
+        acked.len(),
+        written.len()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    sh.stop().await;
+}
