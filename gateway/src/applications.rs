@@ -302,13 +302,13 @@ pub fn kept_receipts(state: &AppState, id: &Hash) -> BTreeMap<String, ProofBundl
     out
 }
 
-/// Commits the application's new state with one application-step transaction.
-async fn commit(
+/// The application-step transaction committing `a`, with its state puts.
+fn step_intent(
     state: &AppState,
     id: &Hash,
     a: &Application,
-    mut puts: Vec<(Vec<u8>, Vec<u8>)>,
-) -> Result<(), String> {
+    mut puts: Puts,
+) -> Result<Intent, String> {
     let last = a.timeline.last();
     let step = last.map_or("state", |e| e.what.as_str());
     let item = last.and_then(|e| e.item.clone()).unwrap_or_default();
@@ -330,40 +330,89 @@ async fn commit(
     let prepared = PreparedTx::new(&tx);
     // The step's leaf, so the evidence package can prove every step.
     puts.push((key(b'E', &[&id.0, &[3], &prepared.leaf.0]), Vec::new()));
-    let out = state
-        .writer
-        .submit(vec![Intent::Record { tx: prepared, puts }])
-        .await
-        .map_err(|e| e.to_string())?;
-    match out.first().and_then(|o| o.first()) {
+    Ok(Intent::Record { tx: prepared, puts })
+}
+
+fn written(o: Option<&Outcome>) -> Result<(), String> {
+    match o {
         Some(Outcome::Written { .. } | Outcome::Duplicate { .. }) => Ok(()),
         Some(Outcome::Rejected { code, message }) => Err(format!("{code}: {message}")),
         None => Err("no outcome".into()),
     }
 }
 
+/// Commits the application's new state with one application-step transaction.
+async fn commit(state: &AppState, id: &Hash, a: &Application, puts: Puts) -> Result<(), String> {
+    let intent = step_intent(state, id, a, puts)?;
+    let out = state
+        .writer
+        .submit(vec![intent])
+        .await
+        .map_err(|e| e.to_string())?;
+    written(out.first().and_then(|o| o.first()))
+}
+
+/// Takes events in batches: each application's events are applied in order on
+/// its latest state, every resulting step is committed in one block (one
+/// flush), and only then are the effects carried out.
 async fn run(state: Weak<AppState>, engine: Engine, mut rx: mpsc::Receiver<Input>) {
-    while let Some(Input::Event(id, ev, puts)) = rx.recv().await {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(x) => batch.push(x),
+                Err(_) => break,
+            }
+        }
         let Some(s) = state.upgrade() else { return };
-        let Some(a) = load(&s, &id) else { continue };
-        let Some(bundle) = s.registry.bundles.iter().find(|b| b.id == a.bundle) else {
-            continue;
-        };
         let now = s.clock.now_ms();
-        let (next, effects) = app::step(&s.registry, bundle, &a, &ev, now, &s.timing);
-        if next == a {
+        let mut current: std::collections::HashMap<Hash, Application> =
+            std::collections::HashMap::new();
+        let mut intents = Vec::new();
+        let mut acts = Vec::new();
+        for Input::Event(id, ev, puts) in batch {
+            let Some(a) = current.get(&id).cloned().or_else(|| load(&s, &id)) else {
+                continue;
+            };
+            let Some(bundle) = s.registry.bundles.iter().find(|b| b.id == a.bundle) else {
+                continue;
+            };
+            let (next, effects) = app::step(&s.registry, bundle, &a, &ev, now, &s.timing);
+            if next == a {
+                continue;
+            }
+            match step_intent(&s, &id, &next, puts) {
+                Ok(i) => intents.push(i),
+                Err(e) => {
+                    tracing::error!(application = %id, error = %e, "application step not prepared");
+                    continue;
+                }
+            }
+            current.insert(id, next.clone());
+            acts.push((id, next, effects));
+        }
+        if intents.is_empty() {
             continue;
         }
-        if let Err(e) = commit(&s, &id, &next, puts).await {
-            // Not persisted, so not acted on; the deadline brings it back.
-            tracing::error!(application = %id, error = %e, "application step not committed");
-            continue;
+        let outs = match s.writer.submit(intents).await {
+            Ok(o) => o,
+            Err(e) => {
+                // Not persisted, so not acted on; the deadlines bring it back.
+                tracing::error!(error = %e, "application steps not committed");
+                continue;
+            }
+        };
+        for ((id, next, effects), o) in acts.into_iter().zip(outs.iter()) {
+            if let Err(e) = written(o.first()) {
+                tracing::error!(application = %id, error = %e, "application step refused");
+                continue;
+            }
+            if next.phase.is_final() {
+                engine.lock().remove(&id);
+                tracing::info!(application = %id, phase = ?next.phase, "application final");
+            }
+            act(state.clone(), engine.clone(), id, &next, effects);
         }
-        if next.phase.is_final() {
-            engine.lock().remove(&id);
-            tracing::info!(application = %id, phase = ?next.phase, "application final");
-        }
-        act(state.clone(), engine.clone(), id, &next, effects);
     }
 }
 

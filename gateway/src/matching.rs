@@ -468,17 +468,16 @@ pub fn verify(
         }
     }
     let own = state.ledger.chain_id().to_owned();
-    let held = |h: &proofs::header::Header| {
-        if h.chain_id == own {
-            state
-                .ledger
-                .header(h.height)
-                .ok()
-                .flatten()
-                .is_some_and(|x| x.header.hash() == h.hash())
+    // Exactly a held certified header (header and certificate): its
+    // certificate was verified when it was stored.
+    let held = |ch: &proofs::header::CertifiedHeader| {
+        let h = &ch.header;
+        let stored = if h.chain_id == own {
+            state.ledger.header(h.height).ok().flatten()
         } else {
-            state.light.is_held(h).unwrap_or(false)
-        }
+            state.light.header(&h.chain_id, h.height).ok().flatten()
+        };
+        stored.is_some_and(|x| x == *ch)
     };
     let verified: Option<VerifiedAccess> =
         verify_answer_with(&answer, req, &state.roots, now, &mut report, &held);

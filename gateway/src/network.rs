@@ -286,7 +286,14 @@ pub async fn follow(state: Weak<AppState>, every: Duration) {
                 let Some(relay) = s.relay.get().cloned() else {
                     continue;
                 };
-                if let Err(e) = sync_chain(&s, &relay, &chain).await {
+                let view = SyncView {
+                    registry: s.registry.clone(),
+                    light: s.light.clone(),
+                    clock: s.clock.clone(),
+                };
+                // The state is not held across the network wait.
+                drop(s);
+                if let Err(e) = sync_chain(&view, &relay, &chain).await {
                     tracing::debug!(chain = %chain, error = %e, "header sync");
                 }
             }
@@ -294,8 +301,18 @@ pub async fn follow(state: Weak<AppState>, every: Duration) {
     }
 }
 
+/// What header sync needs of the gateway.
+pub struct SyncView {
+    /// The registry.
+    pub registry: Arc<Registry>,
+    /// The light clients.
+    pub light: Arc<crate::light::LightClients>,
+    /// Time.
+    pub clock: Arc<dyn crate::clock::Clock>,
+}
+
 /// Pulls `chain`'s headers after the linked prefix, up to its head.
-pub async fn sync_chain(state: &AppState, relay: &Relay, chain: &str) -> anyhow::Result<u64> {
+pub async fn sync_chain(state: &SyncView, relay: &Relay, chain: &str) -> anyhow::Result<u64> {
     let Some(gw) = gateway_of_chain(&state.registry, chain) else {
         anyhow::bail!("no gateway serves `{chain}`");
     };

@@ -238,13 +238,18 @@ impl Gateway {
         let _ = state.engine.set(engine);
         let app = crate::api::router(state.clone());
         let writer = state.writer.clone();
+        let weak = Arc::downgrade(&state);
+        let relay = state.relay.get().cloned();
         drop(state);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
             .context("HTTP server")?;
-        // Background work (relay, engine) may still hold the state: stop the
-        // writer explicitly; what it already took is applied before it exits.
+        // Stop the relay (requests in flight fail at once), then the writer:
+        // what it already took is applied before it exits.
+        if let Some(r) = relay {
+            r.shutdown().await;
+        }
         writer.close();
         drop(writer);
         // Every handler (and so every writer handle) is gone: the writer applies
@@ -252,6 +257,16 @@ impl Gateway {
         tokio::task::spawn_blocking(move || writer_thread.join())
             .await
             .context("joining the ledger writer")?;
+        // Background tasks let go of the state (and so of the store) shortly.
+        for _ in 0..500 {
+            if weak.strong_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if weak.strong_count() > 0 {
+            tracing::warn!("background tasks still hold the gateway state after 10 s");
+        }
         Ok(())
     }
 }

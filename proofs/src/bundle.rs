@@ -204,18 +204,18 @@ pub fn verify_bundle(
     verify_bundle_with(bundle, roots, now_ms, subject, report, &|_| false)
 }
 
-/// [`verify_bundle`], except that a header for which `certified(header)` is
-/// true is taken as already certified — the caller verified that very
-/// header's certificate before (a light client stores headers only after
-/// verifying them) — and its certificate is not verified again. The report
-/// says so.
+/// [`verify_bundle`], except that a certified header (header and certificate,
+/// byte for byte) for which `certified` is true is taken as verified — the
+/// caller verified that very certificate before (a light client stores
+/// headers only after verifying them) — and is not verified again. The
+/// report says so.
 pub fn verify_bundle_with(
     bundle: &ProofBundle,
     roots: &TrustRoots,
     now_ms: u64,
     subject: &str,
     report: &mut Report,
-    certified: &dyn Fn(&crate::header::Header) -> bool,
+    certified: &dyn Fn(&CertifiedHeader) -> bool,
 ) -> Option<Transaction> {
     let h = &bundle.header.header;
     let later = [
@@ -251,7 +251,7 @@ pub fn verify_bundle_with(
         format!("chain `{}` is in the registry", h.chain_id),
     );
 
-    if certified(h) {
+    if certified(&bundle.header) {
         report.holds(
             subject,
             "header.certificate",

@@ -477,7 +477,7 @@ pub fn verify_answer_with(
     roots: &TrustRoots,
     now_ms: u64,
     report: &mut Report,
-    certified: &dyn Fn(&crate::header::Header) -> bool,
+    certified: &dyn Fn(&crate::header::CertifiedHeader) -> bool,
 ) -> Option<VerifiedAccess> {
     let before = report.facts.len();
     if answer.request_id == request.id {

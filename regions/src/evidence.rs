@@ -14,9 +14,9 @@
 
 use std::collections::BTreeMap;
 
-use proofs::bundle::verify_bundle;
+use proofs::bundle::verify_bundle_with;
 use proofs::hash::sha256;
-use proofs::matching::{MatchAnswer, MatchRequest, Verdict, check_opened, verify_answer};
+use proofs::matching::{MatchAnswer, MatchRequest, Verdict, check_opened, verify_answer_with};
 use proofs::report::Report;
 use proofs::seal::Sealed;
 use proofs::tx::TxBody;
@@ -111,6 +111,14 @@ pub fn verify_package(
     now_ms: u64,
 ) -> Report {
     let mut r = Report::new();
+    // Headers whose quorum certificate verified earlier in this package: many
+    // bundles share a block, and its certificate need not be verified twice.
+    let memo: std::cell::RefCell<std::collections::BTreeSet<Hash>> = Default::default();
+    let certified =
+        |h: &proofs::header::CertifiedHeader| memo.borrow().contains(&sha256(&h.encode()));
+    let remember = |b: &ProofBundle| {
+        memo.borrow_mut().insert(sha256(&b.header.encode()));
+    };
     if pkg.format != PACKAGE_FORMAT {
         r.fails(
             SUBJECT,
@@ -195,10 +203,11 @@ pub fn verify_package(
     let mut steps_ok = !pkg.steps.is_empty();
     for (i, b) in pkg.steps.iter().enumerate() {
         let name = format!("step[{i}]");
-        let Some(tx) = verify_bundle(b, roots, now_ms, &name, &mut r) else {
+        let Some(tx) = verify_bundle_with(b, roots, now_ms, &name, &mut r, &certified) else {
             steps_ok = false;
             continue;
         };
+        remember(b);
         let by_gateway = roots
             .members
             .get(&tx.author)
@@ -322,9 +331,14 @@ pub fn verify_package(
             access: item.access.clone(),
             record: item.record.clone(),
         };
-        let Some(verified) = verify_answer(&answer, req, roots, now_ms, &mut r) else {
+        let Some(verified) = verify_answer_with(&answer, req, roots, now_ms, &mut r, &certified)
+        else {
             continue;
         };
+        remember(&item.access);
+        if let Some(b) = &item.record {
+            remember(b);
+        }
         match check_opened(&item.answer, req, &verified) {
             Err(e) => r.fails(
                 &name,
@@ -437,9 +451,11 @@ pub fn verify_package(
     let mut receipted = BTreeMap::new();
     for (i, item) in pkg.receipts.iter().enumerate() {
         let name = format!("receipt[{i}] {}", item.service);
-        let Some(tx) = verify_bundle(&item.bundle, roots, now_ms, &name, &mut r) else {
+        let Some(tx) = verify_bundle_with(&item.bundle, roots, now_ms, &name, &mut r, &certified)
+        else {
             continue;
         };
+        remember(&item.bundle);
         let recipient = bundle
             .service(&item.service)
             .and_then(|s| registry.service_recipient(s, &app.params).ok())

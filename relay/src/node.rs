@@ -190,6 +190,7 @@ enum Cmd {
     Listeners(oneshot::Sender<Vec<Multiaddr>>),
     Connected(oneshot::Sender<Vec<PeerId>>),
     Disconnect(PeerId),
+    Shutdown,
 }
 
 /// The libp2p identity of a registry Ed25519 key.
@@ -343,6 +344,11 @@ impl Relay {
             .collect();
         out.sort();
         out
+    }
+
+    /// Stops the node: connections close and requests in flight fail at once.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.cmd.send(Cmd::Shutdown).await;
     }
 
     /// Closes every connection to peer `id` (they are redialled later).
@@ -593,7 +599,7 @@ impl Task {
         loop {
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {
-                    None => break,
+                    None | Some(Cmd::Shutdown) => break,
                     Some(c) => self.on_cmd(c),
                 },
                 Some((token, resp)) = self.done_rx.recv() => {
@@ -648,6 +654,7 @@ impl Task {
             Cmd::Disconnect(p) => {
                 let _ = self.swarm.disconnect_peer_id(p);
             }
+            Cmd::Shutdown => {}
         }
     }
 
