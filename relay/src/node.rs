@@ -22,6 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::frame::{Refusal, Request, Response};
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/tongban/relay/1");
+/// Request/response streams per connection at once (each direction).
+const MAX_STREAMS: usize = 2048;
 
 /// A gateway or hub this node may connect with.
 #[derive(Debug, Clone)]
@@ -233,14 +235,21 @@ impl Relay {
             [(PROTOCOL, ProtocolSupport::Full)],
             request_response::Config::default()
                 .with_request_timeout(cfg.request_timeout)
-                .with_max_concurrent_streams(cfg.max_inflight.max(16)),
+                .with_max_concurrent_streams(MAX_STREAMS),
         );
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(kp)
             .with_tokio()
             .with_tcp(
                 tcp::Config::default().nodelay(true),
                 noise::Config::new,
-                yamux::Config::default,
+                || {
+                    // Twice the request/response stream cap below (and the
+                    // most yamux's default 1 GiB connection window allows):
+                    // a burst must queue, never reset the whole connection.
+                    let mut c = yamux::Config::default();
+                    c.set_max_num_streams(MAX_STREAMS * 2);
+                    c
+                },
             )
             .map_err(|e| io::Error::other(e.to_string()))?
             .with_behaviour(|_| Behaviour { allow, rr })
