@@ -431,3 +431,24 @@ proptest! {
         }
     }
 }
+
+/// The sample package in `docs/vectors/application-package-v1.json` (a house
+/// transfer made by `tests/tests/applications.rs`, written with
+/// `TONGBAN_WRITE_PACKAGE`) still verifies with the example registry, and a
+/// single changed digit in its application JSON does not.
+#[test]
+fn the_sample_package_verifies_with_the_example_registry() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (reg, hash) = regions::load(root.join("examples/yangtze-delta.toml")).unwrap();
+    let roots = reg.trust_roots(hash).unwrap();
+    let text =
+        std::fs::read_to_string(root.join("../docs/vectors/application-package-v1.json")).unwrap();
+    let pkg: regions::evidence::ApplicationPackage = serde_json::from_str(&text).unwrap();
+    let now = 1_900_000_000_000;
+    let r = regions::evidence::verify_package(&pkg, &reg, &roots, now);
+    assert!(r.ok(), "{r}");
+    let mut bad = pkg.clone();
+    bad.application = bad.application.replacen("13800000000", "13800000001", 1);
+    assert_ne!(bad.application, pkg.application);
+    assert!(!regions::evidence::verify_package(&bad, &reg, &roots, now).ok());
+}

@@ -279,6 +279,9 @@ async fn house_transfer_across_three_cities_with_utilities() {
     let now = 1_800_000_000_000;
     let report = verify_package(&pkg, registry, &roots, now);
     assert!(report.ok(), "{report}");
+    if let Some(out) = std::env::var_os("TONGBAN_WRITE_PACKAGE") {
+        std::fs::write(out, serde_json::to_vec_pretty(&pkg).unwrap()).unwrap();
+    }
     assert_eq!(pkg.evidence.len(), 6);
     assert_eq!(pkg.receipts.len(), 4);
     // …but not against another region's registry…
