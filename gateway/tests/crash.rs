@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,35 +19,7 @@ use proofs::header::{CertifiedHeader, verify_certificate, verify_link};
 const DEPT: &str = "nanjing.civil-affairs";
 
 fn spawn(files: &CityFiles) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tongban"))
-        .args(["serve", "--config"])
-        .arg(&files.config_path)
-        .env("TONGBAN_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start tongban");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (child, url)
-}
-
-/// xorshift64*: reproducible random delays from a printed seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
+    spawn_serve(files, "warn")
 }
 
 fn dept_client(files: &CityFiles, url: &str) -> Client {

@@ -11,8 +11,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,34 +32,7 @@ const RECIPIENTS: [&str; 4] = [
 ];
 
 fn spawn(files: &CityFiles) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tongban"))
-        .args(["serve", "--config"])
-        .arg(&files.config_path)
-        .env("TONGBAN_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start tongban");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (child, url)
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
+    spawn_serve(files, "error")
 }
 
 fn member(files: &CityFiles, url: &str, m: &str) -> Client {
