@@ -1,0 +1,294 @@
+"""Tests of the application evidence package verifier (verify_app.py,
+docs/encoding.md section 15).
+
+Run from the repository root:
+
+    python3 -m unittest discover -s scripts/inspect_py -p 'test_*.py'
+"""
+
+import copy
+import hashlib
+import json
+import os
+import sys
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+
+import verify as V  # noqa: E402
+import verify_app as A  # noqa: E402
+
+PKG_PATH = os.path.join(REPO, "docs", "vectors", "application-package-v1.json")
+REG_PATH = os.path.join(REPO, "regions", "examples", "yangtze-delta.toml")
+NOW = 1_900_000_000_000
+
+with open(PKG_PATH, "rb") as _fh:
+    PKG_BYTES = _fh.read()
+with open(REG_PATH, "rb") as _fh:
+    REG_BYTES = _fh.read()
+REG = A.load_registry(REG_BYTES)
+PKG = json.loads(PKG_BYTES)
+
+
+def verify_json(j, reg=REG, now=NOW):
+    return A.verify_app_package(json.dumps(j, ensure_ascii=False).encode("utf-8"), reg, now_ms=now)
+
+
+def failed(facts):
+    return [f for f in facts if f.status != V.HOLDS]
+
+
+def codes(facts):
+    return [f.code for f in facts if f.status == V.FAILS]
+
+
+def seed(label: str) -> bytes:
+    return hashlib.sha256(b"tongban/test-key/v1" + label.encode()).digest()
+
+
+# ---- leaves of the JSON document and their mutation ----
+
+def leaves(x, path=()):
+    if isinstance(x, dict):
+        for k, v in x.items():
+            yield from leaves(v, path + (k,))
+    elif isinstance(x, list):
+        for i, v in enumerate(x):
+            yield from leaves(v, path + (i,))
+    else:
+        yield path, x
+
+
+HEX = "0123456789abcdef"
+
+
+def mutate_str(s: str, pos: int) -> str:
+    if s == "":
+        return "x"
+    pos %= len(s)
+    c = s[pos]
+    if c in HEX:
+        n = HEX[(HEX.index(c) + 1) % 16]
+    elif c == "z":
+        n = "y"
+    else:
+        n = chr(ord(c) + 1) if ord(c) < 0x10FFFF else "a"
+        if 0xD800 <= ord(n) <= 0xDFFF:
+            n = "a"
+    return s[:pos] + n + s[pos + 1:]
+
+
+def mutate(v, pos: int):
+    if isinstance(v, bool):
+        return not v
+    if isinstance(v, int):
+        return v ^ 1
+    if isinstance(v, str):
+        return mutate_str(v, pos)
+    if v is None:
+        return 0
+    raise TypeError(type(v))
+
+
+def set_at(doc, path, value):
+    d = doc
+    for k in path[:-1]:
+        d = d[k]
+    d[path[-1]] = value
+
+
+def refused(j) -> bool:
+    data = json.dumps(j, ensure_ascii=False).encode("utf-8")
+    try:
+        facts = A.verify_app_package(data, REG, now_ms=NOW)
+    except Exception as e:  # any crash would be a bug, not a refusal
+        raise AssertionError(f"verifier raised {type(e).__name__}: {e}")
+    return not A.all_hold(facts)
+
+
+class SamplePackage(unittest.TestCase):
+    def test_registry_hash_is_the_packages(self):
+        self.assertEqual(REG.hash.hex(), PKG["registry_hash"])
+
+    def test_sample_verifies(self):
+        facts = A.verify_app_package(PKG_BYTES, REG, now_ms=NOW)
+        self.assertEqual(failed(facts), [])
+        names = {f.name for f in facts}
+        # every part was judged
+        for n in ("package.format", "package.registry", "application.parses", "application.id",
+                  "application.bundle", "application.centre", "application.committed",
+                  "evidence.complete", "application.decision", "receipts.complete"):
+            self.assertIn(n, names)
+        self.assertEqual(sum(1 for f in facts if f.name.endswith(".step")), len(PKG["steps"]))
+        self.assertEqual(sum(1 for f in facts if f.name.endswith(".recorded") and f.name.startswith("evidence")),
+                         len(PKG["evidence"]))
+        self.assertEqual(sum(1 for f in facts if f.name.endswith(".recorded") and f.name.startswith("receipts")),
+                         len(PKG["receipts"]))
+
+    def test_questions_rebuilt_byte_for_byte(self):
+        app = json.loads(PKG["application"])
+        bundle = REG.bundles[app["bundle"]]
+        evs = {e["id"]: e for e in bundle["evidence"]}
+        for item in PKG["evidence"]:
+            ev = evs[item["id"]]
+            q = A.build_question(REG.contract(ev["contract"]), ev, app["params"])
+            self.assertEqual(q, item["request"]["question"])
+
+    def test_ids(self):
+        app = json.loads(PKG["application"])
+        app_id = bytes.fromhex(PKG["application_id"])
+        for item in PKG["evidence"]:
+            self.assertEqual(A.ask_id(app_id, item["id"], item["attempt"]).hex(), item["request"]["id"])
+        self.assertEqual(app["id"], PKG["application_id"])
+
+    def test_now_before_headers(self):
+        facts = A.verify_app_package(PKG_BYTES, REG, now_ms=1_700_000_000_000)
+        self.assertIn("header.from_future", codes(facts))
+
+    def test_other_registry(self):
+        reg2 = A.load_registry(REG_BYTES + b"\n# another registry\n")
+        facts = A.verify_app_package(PKG_BYTES, reg2, now_ms=NOW)
+        self.assertEqual(codes(facts), ["package.registry_mismatch"])
+        # nothing else is checked
+        self.assertEqual([f.name for f in facts], ["package.decodes", "package.format", "package.registry"])
+
+    def test_wrong_format(self):
+        j = copy.deepcopy(PKG)
+        j["format"] = "tongban-application-evidence/v2"
+        self.assertIn("package.format", codes(verify_json(j)))
+
+    def test_unknown_field_refused(self):
+        for where in ((), ("evidence", 0), ("evidence", 0, "request"), ("receipts", 0), ("steps", 0),
+                      ("steps", 0, "header")):
+            j = copy.deepcopy(PKG)
+            d = j
+            for k in where:
+                d = d[k]
+            d["extra"] = 1
+            self.assertEqual(codes(verify_json(j)), ["package.malformed"], where)
+
+    def test_dropped_evidence_is_missing(self):
+        j = copy.deepcopy(PKG)
+        j["evidence"] = [e for e in j["evidence"] if e["id"] != "deed-tax"]
+        self.assertIn("evidence.missing", codes(verify_json(j)))
+
+    def test_dropped_receipt_is_missing(self):
+        j = copy.deepcopy(PKG)
+        j["receipts"] = j["receipts"][1:]
+        self.assertIn("receipt.missing", codes(verify_json(j)))
+
+    def test_dropped_last_step_not_committed(self):
+        j = copy.deepcopy(PKG)
+        last = max(range(len(j["steps"])),
+                   key=lambda i: (j["steps"][i]["header"]["header"]["height"], j["steps"][i]["proof"]["index"]))
+        del j["steps"][last]
+        self.assertIn("application.not_committed", codes(verify_json(j)))
+
+    def test_swapped_answers(self):
+        j = copy.deepcopy(PKG)
+        a, b = j["evidence"][0], j["evidence"][1]
+        a["answer"], b["answer"] = b["answer"], a["answer"]
+        self.assertIn("match.answer_mismatch", codes(verify_json(j)))
+
+    def test_receipt_under_another_service(self):
+        j = copy.deepcopy(PKG)
+        a, b = j["receipts"][0], j["receipts"][1]
+        a["service"], b["service"] = b["service"], a["service"]
+        self.assertIn("receipt.foreign", codes(verify_json(j)))
+
+    def test_step_as_receipt(self):
+        j = copy.deepcopy(PKG)
+        j["receipts"][0]["bundle"] = j["steps"][0]
+        self.assertIn("receipt.foreign", codes(verify_json(j)))
+
+    def test_access_as_step(self):
+        j = copy.deepcopy(PKG)
+        j["steps"].append(j["evidence"][0]["access"])
+        self.assertIn("step.mismatch", codes(verify_json(j)))
+
+    def test_record_of_another_item(self):
+        j = copy.deepcopy(PKG)
+        with_record = [e for e in j["evidence"] if "record" in e]
+        with_record[0]["record"] = with_record[1]["record"]
+        self.assertTrue(refused(j))
+
+    def test_record_dropped(self):
+        j = copy.deepcopy(PKG)
+        e = next(e for e in j["evidence"] if "record" in e)
+        del e["record"]
+        self.assertIn("match.answer_mismatch", codes(verify_json(j)))
+
+    def test_recommitted_rejection_is_a_decision_mismatch(self):
+        """Re-commit an application claiming "rejected" with the test keys
+        (the registry's keys are derived from public labels): everything
+        verifies except check 11."""
+        j = copy.deepcopy(PKG)
+        app = json.loads(j["application"])
+        app["phase"] = "rejected"
+        text = json.dumps(app, ensure_ascii=False, separators=(",", ":"))
+        j["application"] = text
+        last = max(j["steps"], key=lambda b: (b["header"]["header"]["height"], b["proof"]["index"]))
+        self.assertEqual(last["proof"], {"index": 0, "size": 1, "path": []})
+        tx = V.decode_tx(bytes.fromhex(last["tx"]))
+        body = dict(tx.body, detail=hashlib.sha256(text.encode("utf-8")).digest())
+        sb = V.encode_tx_signing(tx.chain_id, tx.author, tx.kind, body)
+        raw = sb + b"\x01" + V.ed25519_sign(seed(tx.author), sb)
+        last["tx"] = raw.hex()
+        h = last["header"]["header"]
+        h["tx_root"] = V.leaf_hash(raw).hex()
+        header = V.Header(h["chain_id"], h["height"], bytes.fromhex(h["prev"]), h["timestamp_ms"], h["tx_count"],
+                          bytes.fromhex(h["tx_root"]))
+        city = REG.chain_city[h["chain_id"]]
+        last["header"]["certificate"]["endorsements"] = [
+            {"signer": i, "signature": V.ed25519_sign(seed(f"{city}/endorser/{i + 1}"),
+                                                      header.endorsement_message()).hex()}
+            for i in range(3)]
+        facts = verify_json(j)
+        self.assertEqual(codes(facts), ["application.decision_mismatch"])
+
+
+class Rules(unittest.TestCase):
+    def test_eval(self):
+        rule = {"all": ["a", {"any": ["b", "c"]}, {"not": "d"}]}
+        t = {"a", "c"}
+        self.assertTrue(A.eval_rule(rule, lambda e: e in t))
+        self.assertFalse(A.eval_rule(rule, lambda e: e in t | {"d"}))
+        self.assertFalse(A.eval_rule(rule, lambda e: e in {"a"}))
+
+    def test_canonical_json(self):
+        self.assertEqual(A.canonical_json({"b": 1, "a": [{"z": "\u00e9", "y": False}], "é": None, "c": "\n"}),
+                         '{"a":[{"y":false,"z":"é"}],"b":1,"c":"\\n","é":null}')
+
+
+class Mutations(unittest.TestCase):
+    def test_every_leaf_mutated_is_refused(self):
+        t0 = time.time()
+        all_leaves = list(leaves(PKG))
+        self.assertGreaterEqual(len(all_leaves), 300)
+        parts = set()
+        accepted = []
+        n = 0
+        for path, value in all_leaves:
+            positions = [len(path) * 7 + 3]
+            if isinstance(value, str) and len(value) > 1:
+                positions += [0, len(value) - 1, len(value) // 2]
+            for pos in positions:
+                j = copy.deepcopy(PKG)
+                new = mutate(value, pos)
+                if new == value:
+                    continue
+                set_at(j, path, new)
+                n += 1
+                parts.add(path[0])
+                if not refused(j):
+                    accepted.append((path, pos, value, new))
+        self.assertEqual(accepted, [])
+        self.assertEqual(parts, set(PKG))
+        sys.stderr.write(f"\n[{n} mutations of {len(all_leaves)} leaves in {time.time() - t0:.1f}s] ")
+
+
+if __name__ == "__main__":
+    unittest.main()
