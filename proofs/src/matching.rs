@@ -271,6 +271,15 @@ impl MatchRequest {
     }
 }
 
+/// The record type a question asks about (its `record_type` member).
+pub fn question_record_type(question: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(question)
+        .ok()?
+        .get("record_type")?
+        .as_str()
+        .map(str::to_owned)
+}
+
 /// The hash of a question's JSON text.
 pub fn question_hash(question: &str) -> Hash {
     let mut e = Encoder::with_domain(QUESTION_DOMAIN);
@@ -584,8 +593,14 @@ pub fn verify_answer_with(
         && let Some(tx) = verify_bundle_with(b, roots, now_ms, "record", report, certified)
     {
         match &tx.body {
-            TxBody::RecordCommit { subjects: rs, .. }
-                if tx.author == request.provider && subjects.iter().any(|s| rs.contains(s)) =>
+            TxBody::RecordCommit {
+                subjects: rs,
+                record_type,
+                ..
+            } if tx.author == request.provider
+                && subjects.iter().any(|s| rs.contains(s))
+                && question_record_type(&request.question).as_deref()
+                    == Some(record_type.as_str()) =>
             {
                 report.holds(
                     "record",
@@ -598,7 +613,7 @@ pub fn verify_answer_with(
                 "record",
                 "record.subject",
                 "match.record_mismatch",
-                "the record is not the provider's commitment for this subject",
+                "the record is not the provider's commitment of the asked record type for this subject",
                 format!("a record commitment by {}", request.provider),
                 format!("{} by {}", tx.body.kind_name(), tx.author),
             ),
