@@ -68,6 +68,15 @@ MAX_RULE_MESSAGE = 1024
 # Ids (section 15) and match-request bytes (section 13)
 # --------------------------------------------------------------------------
 
+
+def _question_record_type(question):
+    """The `record_type` member of a question's JSON text (section 13), or None."""
+    try:
+        q = json.loads(question)
+    except ValueError:
+        return None
+    return q.get("record_type") if isinstance(q, dict) else None
+
 def application_id(centre: str, bundle: str, reference: str) -> bytes:
     return sha256(enc_domain(TAG_APPLICATION) + enc_str(centre) + enc_str(bundle) + enc_str(reference))
 
@@ -833,6 +842,10 @@ def _verify_item(item: EvidenceItem, p: str, app: dict, app_id: bytes, params: d
                 d = f"kind {record_tx.kind}"
             elif record_tx.author != req.provider:
                 d = f"author {record_tx.author!r}, provider {req.provider!r}"
+            # Section 13 check 5: the record type the question names.
+            elif record_tx.body.get("record_type") != _question_record_type(req.question):
+                d = (f"record type {record_tx.body.get('record_type')!r}, "
+                     f"question asks about {_question_record_type(req.question)!r}")
             # ASSUMPTION: "names the access log's subject reference": every
             # reference of the access log is among the record's.
             elif not set(access_tx.body["subject_refs"]) <= set(record_tx.body["subject_refs"]):
