@@ -727,7 +727,7 @@ def package_to_json(pkg: Package) -> dict:
             "tx": b.tx.hex(),
         }
         if b.batch is not None:
-            j["batch"] = {"seal": bundle_json(b.batch.seal), "member_proof": b.batch.member_proof.to_json()}
+            j["batch"] = {"seal": bundle_json(b.batch.seal), "member": b.batch.member_proof.to_json()}
         return j
 
     return {
