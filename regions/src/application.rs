@@ -677,9 +677,10 @@ pub fn step(
                     ));
                 }
                 if app.phase != Phase::Matching {
-                    // One evidence failed for good in this tick: the others
-                    // asked again in it are no longer needed.
-                    effects.clear();
+                    // Decided in this tick (an evidence failed for good): the
+                    // others asked again in it are no longer needed; the
+                    // deliveries of an approval stand.
+                    effects.retain(|e| !matches!(e, Effect::Ask { .. }));
                 }
             }
             if app.phase == Phase::Dispatching {

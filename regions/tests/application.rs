@@ -452,3 +452,35 @@ fn the_sample_package_verifies_with_the_example_registry() {
     assert_ne!(bad.application, pkg.application);
     assert!(!regions::evidence::verify_package(&bad, &reg, &roots, now).ok());
 }
+
+#[test]
+fn an_approval_decided_by_a_deadline_still_delivers_in_that_tick() {
+    let k = Kit::new();
+    let (mut app, _) = k.start();
+    for (id, a) in [
+        ("seller-title", title_holds()),
+        ("buyer-homes", holds()),
+        ("buyer-social-insurance", holds()),
+        ("buyer-income-tax", Answer::NoRecord),
+        ("deed-tax", holds()),
+    ] {
+        app = k.on(&app, answered(id, a), 2_000).0;
+    }
+    // The marital status (not ruled on) never comes: after its last attempt
+    // the application is approved, and the services go out at once.
+    let t = k.timing.evidence_deadline_ms;
+    let mut effects = Vec::new();
+    for n in 1..=k.timing.evidence_attempts as u64 {
+        (app, effects) = k.on(&app, Event::Tick, 1_000 + n * t + 1);
+    }
+    assert_eq!(app.phase, Phase::Dispatching);
+    assert_eq!(
+        effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Deliver { .. }))
+            .count(),
+        4,
+        "{effects:?}"
+    );
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Ask { .. })));
+}
