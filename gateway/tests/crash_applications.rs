@@ -180,6 +180,55 @@ async fn recipient(
     }
 }
 
+/// After the last restart: every acknowledged application reaches
+/// `completed`; once the recipients are idle, no delivery ever had a second
+/// receipt written; and every package (so every receipt) verifies offline.
+/// Returns the receipts written, by delivery.
+async fn all_completed_once(
+    centre: &Client,
+    acked: &[Hash],
+    files: &CityFiles,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    written: &Arc<Mutex<HashMap<Hash, u32>>>,
+) -> HashMap<Hash, u32> {
+    for id in acked {
+        let mut last = None;
+        for _ in 0..600 {
+            let v: ApplicationView = centre.get(&format!("/v1/applications/{id}")).await.unwrap();
+            if v.application.phase.is_final() {
+                last = Some(v);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let v = last.unwrap_or_else(|| panic!("application {id} never reached a final state"));
+        assert_eq!(
+            v.application.phase,
+            Phase::Completed,
+            "{:#?}",
+            v.application
+        );
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    // At most once processed: no delivery ever had a second receipt written.
+    let written = written.lock().unwrap().clone();
+    assert!(written.values().all(|n| *n == 1), "{written:?}");
+    // No receipt lost, every decision proven: the packages verify offline.
+    let roots = files.registry.trust_roots(files.registry_hash).unwrap();
+    for id in acked {
+        let pkg: regions::evidence::ApplicationPackage = centre
+            .get(&format!("/v1/applications/{id}/evidence"))
+            .await
+            .unwrap();
+        assert_eq!(pkg.receipts.len(), RECIPIENTS.len());
+        let r = regions::evidence::verify_package(&pkg, &files.registry, &roots, 1_800_000_000_000);
+        assert!(r.ok(), "{id}: {r}");
+    }
+    written
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_fan_out_and_dispatch_loses_nothing() {
     let runs: u64 = std::env::var("TONGBAN_CRASH_RUNS")
@@ -252,42 +301,7 @@ async fn sigkill_during_fan_out_and_dispatch_loses_nothing() {
         })
         .collect();
     let centre = member(&files, &url, CENTRE);
-    for id in &acked {
-        let mut last = None;
-        for _ in 0..400 {
-            let v: ApplicationView = centre.get(&format!("/v1/applications/{id}")).await.unwrap();
-            if v.application.phase.is_final() {
-                last = Some(v);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let v = last.unwrap_or_else(|| panic!("application {id} never reached a final state"));
-        assert_eq!(
-            v.application.phase,
-            Phase::Completed,
-            "{:#?}",
-            v.application
-        );
-    }
-    for w in workers {
-        w.await.unwrap();
-    }
-    // At most once processed: no delivery ever had a second receipt written.
-    let written = written.lock().unwrap().clone();
-    assert!(written.values().all(|n| *n == 1), "{written:?}");
-    // No receipt lost, every decision proven: the packages verify offline.
-    let roots = files.registry.trust_roots(files.registry_hash).unwrap();
-    let now = 1_800_000_000_000;
-    for id in &acked {
-        let pkg: regions::evidence::ApplicationPackage = centre
-            .get(&format!("/v1/applications/{id}/evidence"))
-            .await
-            .unwrap();
-        assert_eq!(pkg.receipts.len(), RECIPIENTS.len());
-        let r = regions::evidence::verify_package(&pkg, &files.registry, &roots, now);
-        assert!(r.ok(), "{id}: {r}");
-    }
+    let written = all_completed_once(&centre, &acked, &files, workers, &written).await;
     eprintln!(
         "application crash test: {} applications across {runs} kills, {} receipts, all completed and verified",
         acked.len(),
@@ -386,43 +400,7 @@ async fn sigkill_of_the_utilities_gateway_loses_nothing() {
         .into_iter()
         .map(|m| tokio::spawn(recipient(nj.clone(), url.clone(), m, written.clone(), true)))
         .collect();
-    for id in &acked {
-        let mut last = None;
-        for _ in 0..600 {
-            let v: ApplicationView = centre.get(&format!("/v1/applications/{id}")).await.unwrap();
-            if v.application.phase.is_final() {
-                last = Some(v);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let v = last.unwrap_or_else(|| panic!("application {id} never reached a final state"));
-        assert_eq!(
-            v.application.phase,
-            Phase::Completed,
-            "{:#?}",
-            v.application
-        );
-    }
-    for w in workers {
-        w.await.unwrap();
-    }
-    let written = written.lock().unwrap().clone();
-    assert!(written.values().all(|n| *n == 1), "{written:?}");
-    let roots = sh_files
-        .registry
-        .trust_roots(sh_files.registry_hash)
-        .unwrap();
-    for id in &acked {
-        let pkg: regions::evidence::ApplicationPackage = centre
-            .get(&format!("/v1/applications/{id}/evidence"))
-            .await
-            .unwrap();
-        assert_eq!(pkg.receipts.len(), RECIPIENTS.len());
-        let r =
-            regions::evidence::verify_package(&pkg, &sh_files.registry, &roots, 1_800_000_000_000);
-        assert!(r.ok(), "{id}: {r}");
-    }
+    let written = all_completed_once(&centre, &acked, &sh_files, workers, &written).await;
     eprintln!(
         "utility-gateway crash test: {} applications across {runs} kills of Nanjing, {} receipts, all completed and verified",
         acked.len(),
