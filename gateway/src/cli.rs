@@ -95,6 +95,14 @@ pub enum RecordsCommand {
         #[arg(long)]
         restart: bool,
     },
+    /// Every access to a subject's data (for a department that keeps records of
+    /// the subject). The identifier is read from a file or the first line of
+    /// stdin, never from the command line.
+    AccessLedger {
+        /// Where to read the subject's identifier (`-`: stdin).
+        #[arg(long, default_value = "-")]
+        subject_from: PathBuf,
+    },
 }
 
 /// A loaded client identity.
@@ -209,6 +217,20 @@ pub async fn records(a: ClientArgs, cmd: RecordsCommand) -> anyhow::Result<std::
             } else {
                 std::process::ExitCode::FAILURE
             })
+        }
+        RecordsCommand::AccessLedger { subject_from } => {
+            let subject = read_input(&subject_from)?;
+            let subject = subject.lines().next().unwrap_or("").trim().to_owned();
+            anyhow::ensure!(!subject.is_empty(), "no subject identifier given");
+            let (_, v): (u16, serde_json::Value) = id
+                .client
+                .post(
+                    "/v1/access-ledger",
+                    &serde_json::json!({ "subject": subject }),
+                )
+                .await?;
+            print_json(&v)?;
+            Ok(std::process::ExitCode::SUCCESS)
         }
         RecordsCommand::Get {
             record_type,

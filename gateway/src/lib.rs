@@ -29,6 +29,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod inbox;
 pub mod keyfile;
 pub mod ledger;

@@ -231,23 +231,36 @@ pub async fn start(files: &CityFiles) -> Running {
 
 /// Opens and serves the gateway of `files` in this process, reading `clock`.
 pub async fn start_with_clock(files: &CityFiles, clock: Arc<dyn crate::clock::Clock>) -> Running {
-    let cfg = Config::load(&files.config_path, &|_| None).expect("test kit");
-    let gw = Gateway::open(&cfg, clock).expect("test kit");
-    let state = gw.state.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    serve_config(&files.config_path, "127.0.0.1:0", clock)
         .await
-        .expect("test kit");
-    let url = format!("http://{}", listener.local_addr().expect("test kit"));
+        .expect("test kit")
+}
+
+/// Opens the gateway configured in `config_path` and serves its HTTP API on
+/// `listen` (`127.0.0.1:0`: any free port) in this process.
+pub async fn serve_config(
+    config_path: &Path,
+    listen: &str,
+    clock: Arc<dyn crate::clock::Clock>,
+) -> anyhow::Result<Running> {
+    use anyhow::Context as _;
+    let cfg = Config::load(config_path, &|_| None)?;
+    let gw = Gateway::open(&cfg, clock)?;
+    let state = gw.state.clone();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let url = format!("http://{}", listener.local_addr()?);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(gw.serve(listener, async move {
         let _ = rx.await;
     }));
-    Running {
+    Ok(Running {
         url,
         state,
         stop: Some(tx),
         task: Some(task),
-    }
+    })
 }
 
 /// A client acting as `member` towards `city`'s gateway.
@@ -341,6 +354,15 @@ pub async fn start_hub(
     hub: &str,
     addrs: &std::collections::BTreeMap<String, String>,
 ) -> relay::Relay {
+    try_start_hub(registry, hub, addrs).await.expect("test kit")
+}
+
+/// [`start_hub`], returning its error.
+pub async fn try_start_hub(
+    registry: &Registry,
+    hub: &str,
+    addrs: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<relay::Relay> {
     let mut cfg = crate::network::relay_config(
         registry,
         hub,
@@ -350,10 +372,7 @@ pub async fn start_hub(
             .iter()
             .map(|(k, v)| (k.clone(), vec![v.clone()]))
             .collect(),
-    )
-    .expect("test kit");
+    )?;
     cfg.request_timeout = std::time::Duration::from_secs(3);
-    relay::Relay::start(cfg, std::sync::Arc::new(crate::network::HubHandler))
-        .await
-        .expect("test kit")
+    Ok(relay::Relay::start(cfg, std::sync::Arc::new(crate::network::HubHandler)).await?)
 }

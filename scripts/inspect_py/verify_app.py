@@ -901,16 +901,14 @@ def _verify_item(item: EvidenceItem, p: str, app: dict, app_id: bytes, params: d
 
 
 def _recorded_answer(ans: Answer, verdict: str) -> dict:
-    """How the application JSON records an answer.  ASSUMPTION (the
-    application JSON is not specified): from the sample, holds and
-    does_not_hold record {"outcome", "values": {name: value}}, no_record
-    records {"outcome": "no_record"}; for a denial, {"outcome": "denied",
-    "code", "message"} is guessed."""
-    if verdict == "no_record":
-        return {"outcome": "no_record"}
+    """How the application JSON records an answer (section 15, "The
+    application JSON"): holds with the disclosed values; does_not_hold and
+    no_record with the outcome alone; a denial with its code."""
+    if verdict == "holds":
+        return {"outcome": "holds", "values": dict(ans.values)}
     if verdict == "denied":
-        return {"outcome": "denied", "code": ans.rule_code, "message": ans.message}
-    return {"outcome": verdict, "values": dict(ans.values)}
+        return {"outcome": "denied", "code": ans.rule_code}
+    return {"outcome": verdict}
 
 
 def all_hold(facts: list) -> bool:
