@@ -208,6 +208,11 @@ impl Engine {
         engine
     }
 
+    /// The applications not yet final (for the backlog metrics).
+    pub fn active(&self) -> Vec<Hash> {
+        self.lock().iter().copied().collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Hash>> {
         self.active
             .lock()

@@ -28,18 +28,23 @@ struct Route {
 #[derive(Default)]
 pub struct Metrics {
     routes: Mutex<BTreeMap<(String, String), Route>>,
-    refusals: Mutex<BTreeMap<&'static str, u64>>,
+    refusals: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Metrics {
-    /// Counts one refusal by its code.
-    pub fn refusal(&self, code: &'static str) {
-        *self
+    /// Counts one refusal by its stable code (at most 256 codes are kept
+    /// apart; a remote party cannot grow the table by inventing codes).
+    pub fn refusal(&self, code: &str) {
+        let mut m = self
             .refusals
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(code)
-            .or_default() += 1;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = if m.contains_key(code) || m.len() < 256 {
+            code.to_owned()
+        } else {
+            "other".to_owned()
+        };
+        *m.entry(key).or_default() += 1;
     }
     fn observe(&self, method: &str, route: &str, status: u16, ms: f64) {
         let mut routes = self
@@ -149,12 +154,28 @@ impl Metrics {
                     "peers disconnected for malformed frames",
                     load(&st.malformed),
                 ),
+                (
+                    "tongban_relay_connections_opened_total",
+                    "libp2p connections opened; beyond the peers, each is a reconnect",
+                    load(&st.connections_opened),
+                ),
+                (
+                    "tongban_relay_connections_closed_total",
+                    "libp2p connections closed",
+                    load(&st.connections_closed),
+                ),
             ] {
                 out.push_str(&format!(
                     "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
                 ));
             }
+            out.push_str(&format!(
+                "# HELP tongban_relay_connected_peers gateways and hubs connected now\n# TYPE tongban_relay_connected_peers gauge\ntongban_relay_connected_peers {}\n",
+                load(&st.connected_peers)
+            ));
+            render_protocols(&mut out, &st.services());
         }
+        render_backlog(&mut out, state);
         out.push_str(
             "# TYPE tongban_light_linked_height gauge\n# TYPE tongban_light_frozen gauge\n",
         );
@@ -175,21 +196,124 @@ impl Metrics {
     }
 }
 
-/// Middleware: times each request and counts it under its route template
-/// (never the concrete path, which may hold record ids).
+/// Per libp2p service (`match`, `headers.pull`, `deliver`, …) and direction:
+/// outcomes and latency.
+fn render_protocols(
+    out: &mut String,
+    services: &BTreeMap<(relay::Direction, String), relay::ServiceTiming>,
+) {
+    out.push_str("# HELP tongban_relay_requests_total requests per libp2p service, direction (out: asked here, in: answered here) and outcome\n# TYPE tongban_relay_requests_total counter\n");
+    for ((dir, svc), t) in services {
+        let d = dir.as_str();
+        out.push_str(&format!(
+            "tongban_relay_requests_total{{service=\"{svc}\",direction=\"{d}\",outcome=\"ok\"}} {}\ntongban_relay_requests_total{{service=\"{svc}\",direction=\"{d}\",outcome=\"failed\"}} {}\n",
+            t.ok, t.failed
+        ));
+    }
+    out.push_str("# TYPE tongban_relay_request_duration_ms histogram\n");
+    for ((dir, svc), t) in services {
+        let d = dir.as_str();
+        for (i, b) in relay::LATENCY_BUCKETS_MS.iter().enumerate() {
+            out.push_str(&format!(
+                "tongban_relay_request_duration_ms_bucket{{service=\"{svc}\",direction=\"{d}\",le=\"{b}\"}} {}\n",
+                t.buckets[i]
+            ));
+        }
+        out.push_str(&format!(
+            "tongban_relay_request_duration_ms_bucket{{service=\"{svc}\",direction=\"{d}\",le=\"+Inf\"}} {n}\ntongban_relay_request_duration_ms_sum{{service=\"{svc}\",direction=\"{d}\"}} {}\ntongban_relay_request_duration_ms_count{{service=\"{svc}\",direction=\"{d}\"}} {n}\n",
+            t.sum_ms,
+            n = t.ok + t.failed
+        ));
+    }
+}
+
+/// The applications in progress at this gateway: by phase, the evidence
+/// requests still unanswered (match backlog) and the service requests still
+/// without a receipt (delivery backlog).
+fn render_backlog(out: &mut String, state: &AppState) {
+    use regions::application::{EvidenceState, Phase, ServiceState};
+    let Some(engine) = state.engine.get() else {
+        return;
+    };
+    let (mut matching, mut dispatching, mut asks, mut deliveries) = (0u64, 0u64, 0u64, 0u64);
+    for id in engine.active().iter().take(100_000) {
+        let Some(a) = crate::applications::load(state, id) else {
+            continue;
+        };
+        match a.phase {
+            Phase::Matching => matching += 1,
+            Phase::Dispatching => dispatching += 1,
+            _ => {}
+        }
+        asks += a
+            .evidence
+            .values()
+            .filter(|e| matches!(e, EvidenceState::Pending { .. }))
+            .count() as u64;
+        deliveries += a
+            .services
+            .values()
+            .filter(|e| matches!(e, ServiceState::Pending { .. }))
+            .count() as u64;
+    }
+    out.push_str(&format!(
+        "# HELP tongban_applications_in_progress applications taken here and not final, by phase\n# TYPE tongban_applications_in_progress gauge\ntongban_applications_in_progress{{phase=\"matching\"}} {matching}\ntongban_applications_in_progress{{phase=\"dispatching\"}} {dispatching}\n# HELP tongban_match_backlog evidence requests sent and not yet answered\n# TYPE tongban_match_backlog gauge\ntongban_match_backlog {asks}\n# HELP tongban_delivery_backlog service requests delivered or due and not yet receipted\n# TYPE tongban_delivery_backlog gauge\ntongban_delivery_backlog {deliveries}\n"
+    ));
+}
+
+/// A request id: the caller's `x-request-id` if it is a short token
+/// (letters, digits, `-`, `_`, `.`; at most 64), else a fresh random one.
+fn request_id(req: &Request) -> String {
+    if let Some(v) = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+    {
+        return v.to_owned();
+    }
+    let mut b = [0u8; 12];
+    getrandom::fill(&mut b).expect("the OS random source is available");
+    hex::encode(b)
+}
+
+/// Middleware: gives each request an id (echoed in `x-request-id`, and on
+/// every log line written while it runs), times it and counts it under its
+/// route template (never the concrete path, which may hold record ids).
 pub async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
     let method = req.method().to_string();
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
+    let id = request_id(&req);
+    let span = tracing::info_span!("http", request_id = %id, %method, %route);
     let start = Instant::now();
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).instrument(span.clone()).await;
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     state
         .metrics
         .observe(&method, &route, resp.status().as_u16(), ms);
-    tracing::debug!(%method, %route, status = resp.status().as_u16(), ms, "request");
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    let status = resp.status().as_u16();
+    if let Some(code) = resp.extensions().get::<crate::api::RefusalCode>() {
+        state.metrics.refusal(&code.0);
+    }
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(status, ms, "request failed");
+        } else {
+            tracing::debug!(status, ms, "request");
+        }
+    });
     resp
 }

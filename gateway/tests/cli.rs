@@ -472,3 +472,107 @@ fn business_opening_from_the_command_line_then_inspected_offline() {
     assert_eq!(no.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&no.stdout).contains("application.not_committed"));
 }
+
+#[test]
+fn json_logs_carry_request_ids_and_never_a_subject_identifier_or_key() {
+    let files = city_files("nanjing", "");
+    let log = files.dir.path().join("gateway.log");
+    let mut child = tongban()
+        .env("TONGBAN_LOG", "info,gateway=debug,relay=debug")
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&files.config_path)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().trim_start_matches("listening on ").to_owned();
+    // A department publishes, reads back and lists the accesses: every call
+    // carries identifiers of the subject in its (signed) body or answer.
+    let record = files.dir.path().join("m.json");
+    std::fs::write(
+        &record,
+        serde_json::to_vec(&marriage("LOG-M-1", 1, 701, 702, "married")).unwrap(),
+    )
+    .unwrap();
+    let run = |args: &[&str], stdin: Option<String>| {
+        let mut c = tongban()
+            .args(args.first().copied())
+            .args(client_args(&files, &url))
+            .args(&args[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(s) = stdin {
+            use std::io::Write;
+            writeln!(c.stdin.take().unwrap(), "{s}").unwrap();
+        }
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["records", "publish", record.to_str().unwrap()], None);
+    run(&["records", "get", "marriage", "LOG-M-1"], None);
+    run(&["records", "access-ledger"], Some(resident(701)));
+    // A request with the caller's id: the id is on the response and in the log.
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /v1/inbox HTTP/1.1\r\nhost: {addr}\r\nx-request-id: log-check-7\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    assert!(
+        resp.to_ascii_lowercase()
+            .contains("x-request-id: log-check-7"),
+        "{resp}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 4, "{text}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.to_string().contains("\"request_id\":\"log-check-7\"")),
+        "no log line names the request id:\n{text}"
+    );
+    // Never a subject's identifier, nor a secret key.
+    for forbidden in [resident(701), resident(702)] {
+        assert!(
+            !text.contains(&forbidden),
+            "the log holds a subject identifier"
+        );
+    }
+    let keys = files.dir.path().join("keys");
+    for k in [
+        "gateway.key",
+        "subject.key",
+        "nanjing.civil-affairs.ed25519.key",
+    ] {
+        let file = std::fs::read_to_string(keys.join(k)).unwrap();
+        for word in file.split(|c: char| !c.is_ascii_hexdigit()) {
+            if word.len() >= 64 {
+                assert!(!text.contains(word), "the log holds key material of {k}");
+            }
+        }
+    }
+}

@@ -19,4 +19,7 @@ pub mod frame;
 mod node;
 
 pub use frame::Refusal;
-pub use node::{Handler, HandlerFuture, PeerInfo, Relay, RelayConfig, RelayError, RelayStats};
+pub use node::{
+    Direction, Handler, HandlerFuture, LATENCY_BUCKETS_MS, PeerInfo, Relay, RelayConfig,
+    RelayError, RelayStats, ServiceTiming,
+};

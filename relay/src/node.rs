@@ -158,6 +158,90 @@ pub struct RelayStats {
     pub refused_connections: AtomicU64,
     /// Peers disconnected for malformed frames.
     pub malformed: AtomicU64,
+    /// Connections opened (in or out); more than the peers means reconnects.
+    pub connections_opened: AtomicU64,
+    /// Connections closed.
+    pub connections_closed: AtomicU64,
+    /// Peers with at least one open connection now.
+    pub connected_peers: AtomicU64,
+    /// Per direction and service: outcomes and latency.
+    pub services: std::sync::Mutex<BTreeMap<(Direction, String), ServiceTiming>>,
+}
+
+/// Which side of a request this node was on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Direction {
+    /// This node asked (including every retry until the final outcome).
+    Out,
+    /// This node answered.
+    In,
+}
+
+impl Direction {
+    /// `out` or `in`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Out => "out",
+            Direction::In => "in",
+        }
+    }
+}
+
+/// Latency histogram bounds (milliseconds) of [`ServiceTiming`].
+pub const LATENCY_BUCKETS_MS: [f64; 10] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 1000.0, 5000.0,
+];
+
+/// Outcomes and latency of one service in one direction.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceTiming {
+    /// Completed with an answer (which may itself be a refusal by the handler).
+    pub ok: u64,
+    /// Failed: refused by the relay layer, timed out, unreachable.
+    pub failed: u64,
+    /// Cumulative counts per bound of [`LATENCY_BUCKETS_MS`].
+    pub buckets: [u64; 10],
+    /// Sum of latencies (ms).
+    pub sum_ms: f64,
+}
+
+/// Services kept apart in the statistics; others are counted as `other`
+/// (a peer cannot grow the table by inventing names).
+const MAX_SERVICES: usize = 32;
+
+impl RelayStats {
+    /// Records one request's outcome and latency.
+    pub fn observe(&self, dir: Direction, service: &str, ok: bool, elapsed: Duration) {
+        let mut m = self
+            .services
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = if m.contains_key(&(dir, service.to_owned())) || m.len() < MAX_SERVICES {
+            (dir, service.to_owned())
+        } else {
+            (dir, "other".to_owned())
+        };
+        let t = m.entry(key).or_default();
+        if ok {
+            t.ok += 1;
+        } else {
+            t.failed += 1;
+        }
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
+            if ms <= *b {
+                t.buckets[i] += 1;
+            }
+        }
+        t.sum_ms += ms;
+    }
+    /// A copy of the per-service table.
+    pub fn services(&self) -> BTreeMap<(Direction, String), ServiceTiming> {
+        self.services
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// A handle to a running relay node. Cloning is cheap; the node stops when
@@ -377,6 +461,20 @@ impl Relay {
     /// and returns the response body. Connection failures, timeouts and an
     /// unreachable destination behind a hub are retried with backoff.
     pub async fn request(
+        &self,
+        to: &str,
+        service: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, RelayError> {
+        let t = std::time::Instant::now();
+        let r = self.request_once(to, service, body).await;
+        self.inner
+            .stats
+            .observe(Direction::Out, service, r.is_ok(), t.elapsed());
+        r
+    }
+
+    async fn request_once(
         &self,
         to: &str,
         service: &str,
@@ -688,8 +786,31 @@ impl Task {
                     let _ = w.send(addrs.clone());
                 }
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                self.stats
+                    .connections_opened
+                    .fetch_add(1, Ordering::Relaxed);
+                if num_established.get() == 1 {
+                    self.stats.connected_peers.fetch_add(1, Ordering::Relaxed);
+                }
                 tracing::debug!(node = %self.me, peer = ?self.by_peer.get(&peer_id), "connected");
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                self.stats
+                    .connections_closed
+                    .fetch_add(1, Ordering::Relaxed);
+                if num_established == 0 {
+                    self.stats.connected_peers.fetch_sub(1, Ordering::Relaxed);
+                }
+                tracing::debug!(node = %self.me, peer = ?self.by_peer.get(&peer_id), "disconnected");
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
                 if matches!(error, libp2p::swarm::ListenError::Denied { .. }) {
@@ -820,10 +941,13 @@ impl Task {
         let handler = self.handler.clone();
         let done = self.done_tx.clone();
         let key = self.key.clone();
+        let stats = self.stats.clone();
         tokio::spawn(async move {
+            let t = std::time::Instant::now();
             let result = handler
                 .handle(&req.from, &req.service, req.body.clone())
                 .await;
+            stats.observe(Direction::In, &req.service, result.is_ok(), t.elapsed());
             let mut resp = Response {
                 result,
                 signature: None,

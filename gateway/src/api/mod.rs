@@ -106,9 +106,16 @@ impl IntoResponse for ApiError {
                 field: self.field.as_deref(),
             },
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        // For the refusal counter of the metrics middleware.
+        resp.extensions_mut().insert(RefusalCode(self.code.clone()));
+        resp
     }
 }
+
+/// The stable code of an error response, for `tongban_refusals_total`.
+#[derive(Debug, Clone)]
+pub struct RefusalCode(pub std::borrow::Cow<'static, str>);
 
 impl From<crate::ledger::LedgerError> for ApiError {
     fn from(e: crate::ledger::LedgerError) -> Self {
@@ -151,7 +158,6 @@ impl FromRequest<Arc<AppState>> for Signed {
             crate::auth::SIGNATURE,
         ] {
             if parts.headers.get(name).is_some_and(|v| v.to_str().is_err()) {
-                state.metrics.refusal("auth.malformed");
                 return Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "auth.malformed",
@@ -182,7 +188,6 @@ impl FromRequest<Arc<AppState>> for Signed {
                 body,
             }),
             Err(e) => {
-                state.metrics.refusal(e.code());
                 let status = if e == crate::auth::AuthError::Overloaded {
                     StatusCode::SERVICE_UNAVAILABLE
                 } else {
