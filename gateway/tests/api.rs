@@ -674,3 +674,19 @@ async fn graceful_shutdown_keeps_what_was_acknowledged() {
     assert_eq!(h.header.height, w.location.unwrap().height);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_path_parameter_that_does_not_decode_gets_the_json_error_naming_it() {
+    let files = city_files("nanjing", "");
+    let gw = start(&files).await;
+    for (path, field) in [
+        ("/v1/chain/headers/%FF", "height"),
+        ("/v1/proofs/%C3%28", "leaf"),
+    ] {
+        let (s, v) = raw(&gw.url, reqwest::Method::GET, path, &[], Vec::new()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {v}");
+        assert_eq!(v["error"]["code"], "request.invalid", "{path}: {v}");
+        assert_eq!(v["error"]["field"], field, "{path}: {v}");
+    }
+    gw.stop().await;
+}

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use proofs::{Hash, Role};
 use regions::application::Application;
 use serde::{Deserialize, Serialize};
 
+use super::Path;
 use super::{ApiError, Signed};
 use crate::inbox::{InboxItem, ReceiptRequest};
 use crate::ledger::Outcome;

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use proofs::Hash;
 use proofs::bundle::ProofBundle;
 use proofs::header::CertifiedHeader;
 use serde::Serialize;
 
+use super::Path;
 use super::{ApiError, Signed};
 use crate::state::AppState;
 

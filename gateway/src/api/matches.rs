@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use proofs::Role;
@@ -15,6 +15,7 @@ use proofs::tx::{Transaction, TxBody};
 use relay::RelayError;
 use serde::{Deserialize, Serialize};
 
+use super::Path;
 use super::{ApiError, Signed};
 use crate::matching::{Checked, verify};
 use crate::state::AppState;

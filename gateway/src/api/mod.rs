@@ -113,6 +113,34 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Path parameters, as axum's `Path`, but a parameter that does not decode
+/// (not UTF-8 after percent-decoding, say) is refused with the API's JSON
+/// error naming the parameter, like every other bad input.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(t)) => Ok(Path(t)),
+            Err(e) => {
+                let text = e.body_text();
+                // axum names the parameter between backticks.
+                let field = text.split('`').nth(1).unwrap_or("path").to_owned();
+                Err(ApiError::bad(
+                    "request.invalid",
+                    field,
+                    format!("path parameter: {text}"),
+                ))
+            }
+        }
+    }
+}
+
 /// The stable code of an error response, for `tongban_refusals_total`.
 #[derive(Debug, Clone)]
 pub struct RefusalCode(pub std::borrow::Cow<'static, str>);

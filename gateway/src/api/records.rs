@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use proofs::Hash;
 use proofs::bundle::ProofBundle;
@@ -14,6 +14,7 @@ use proofs::trust::Role;
 use proofs::tx::{Authorization, Transaction, TxBody};
 use serde::{Deserialize, Serialize};
 
+use super::Path;
 use super::{ApiError, Signed};
 use crate::ledger::{Intent, Outcome, PreparedTx, Publish, RecordKey};
 use crate::records::{
