@@ -48,7 +48,7 @@ pub struct Options {
 }
 
 /// One figure with its target and floor.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Clone)]
 pub struct Figure {
     /// What.
     pub name: String,
@@ -557,4 +557,160 @@ pub fn print_table(figs: &[Figure]) {
             f.name, f.value, f.unit, f.target, r
         );
     }
+}
+
+/// The machine a benchmark ran on.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Machine {
+    /// CPU model (from /proc/cpuinfo).
+    pub cpu: String,
+    /// Logical CPUs available to this process.
+    pub cpus: usize,
+    /// Memory (from /proc/meminfo).
+    pub memory: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// When (UTC, RFC 3339).
+    pub when: String,
+}
+
+fn read_field(path: &str, key: &str) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Reads the machine description.
+pub fn machine() -> Machine {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    Machine {
+        cpu: read_field("/proc/cpuinfo", "model name"),
+        cpus: std::thread::available_parallelism().map_or(1, usize::from),
+        memory: read_field("/proc/meminfo", "MemTotal"),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into()),
+        when: format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        ),
+    }
+}
+
+/// Every benchmark's figures, grouped, with the machine.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AllReport {
+    /// Where and when.
+    pub machine: Machine,
+    /// Smaller runs than the defaults.
+    pub quick: bool,
+    /// (benchmark, its figures), in the order run.
+    pub benchmarks: Vec<(String, Vec<Figure>)>,
+}
+
+/// Runs every gateway benchmark with its default sizes (`quick`: a tenth).
+pub async fn all(quick: bool) -> anyhow::Result<AllReport> {
+    let k = if quick { 10 } else { 1 };
+    let machine = machine();
+    let mut benchmarks = Vec::new();
+    eprintln!("bench all: ledger (issue 3)…");
+    let ledger = run(Options {
+        ingest_records: 200_000 / k,
+        per_request: 200,
+        connections: 8,
+        import_records: 1_000_000 / k,
+        import_batch: 4096,
+        proofs: 200_000 / k,
+    })
+    .await?;
+    benchmarks.push((
+        "ledger: ingest, import, sizes, proofs (issue 3)".to_owned(),
+        ledger,
+    ));
+    eprintln!("bench all: cross-city matches (issue 4)…");
+    let matches = crate::bench_match::run(crate::bench_match::MatchOptions {
+        matches: 5000 / k,
+        concurrency: 64,
+        rate: 500.0,
+        latency_matches: 3000 / k,
+    })
+    .await?;
+    benchmarks.push(("cross-city selective matches (issue 4)".to_owned(), matches));
+    eprintln!("bench all: bundles and the inspector (issue 5)…");
+    let bundles = crate::bench_bundle::run(crate::bench_bundle::BundleOptions {
+        applications: 1000 / k,
+        rate: 100.0,
+        packages: 2000 / k,
+    })
+    .await?;
+    benchmarks.push((
+        "one-stop bundles and the inspector (issue 5)".to_owned(),
+        bundles,
+    ));
+    Ok(AllReport {
+        machine,
+        quick,
+        benchmarks,
+    })
+}
+
+/// The report as Markdown.
+pub fn render_all(r: &AllReport) -> String {
+    let m = &r.machine;
+    let mut t = format!(
+        "Machine: {} ({} CPUs), {} memory, Linux {}; run {}{}\n",
+        m.cpu,
+        m.cpus,
+        m.memory,
+        m.kernel,
+        m.when,
+        if r.quick {
+            " (QUICK: smaller runs)"
+        } else {
+            ""
+        }
+    );
+    for (name, figs) in &r.benchmarks {
+        t.push_str(&format!(
+            "\n### {name}\n\n| figure | measured | target | ratio to floor |\n|---|---|---|---|\n"
+        ));
+        for f in figs {
+            let ratio = f
+                .floor_ratio
+                .map(|x| format!("{x:.2}×"))
+                .unwrap_or_else(|| "–".into());
+            let value = if f.value >= 100.0 {
+                format!("{:.0}", f.value)
+            } else {
+                format!("{:.2}", f.value)
+            };
+            t.push_str(&format!(
+                "| {} | {value} {} | {} | {ratio} |\n",
+                f.name, f.unit, f.target
+            ));
+        }
+    }
+    t
 }

@@ -795,24 +795,40 @@ pub async fn utility(a: ClientArgs, cmd: UtilityCommand) -> anyhow::Result<std::
 /// Verifies an application evidence package offline against a registry file;
 /// prints every fact (or JSON). Exit code 0 only if every fact holds.
 pub fn inspect_verify(
-    package: &Path,
+    packages: &[PathBuf],
     registry: &Path,
     json: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
     let (reg, hash) =
         regions::load(registry).with_context(|| format!("registry {}", registry.display()))?;
     let roots = reg.trust_roots(hash).context("registry validation")?;
-    let text = read_input(package)?;
-    anyhow::ensure!(
-        text.len() <= 64 << 20,
-        "package larger than 64 MiB: refused before parsing"
-    );
-    let pkg: regions::evidence::ApplicationPackage =
-        serde_json::from_str(&text).context("not an application evidence package")?;
-    let report = regions::evidence::verify_package(&pkg, &reg, &roots, SystemClock.now_ms());
-    if json {
-        print_json(&serde_json::json!({ "ok": report.ok(), "report": report }))?;
-    } else {
+    let inspector = regions::evidence::Inspector::new(&reg, &roots, SystemClock.now_ms());
+    let mut all_ok = true;
+    let mut verified = 0usize;
+    let mut reports = Vec::new();
+    for package in packages {
+        let text = read_input(package)?;
+        anyhow::ensure!(
+            text.len() <= 64 << 20,
+            "{}: package larger than 64 MiB: refused before parsing",
+            package.display()
+        );
+        let pkg: regions::evidence::ApplicationPackage =
+            serde_json::from_str(&text).with_context(|| {
+                format!("{}: not an application evidence package", package.display())
+            })?;
+        let report = inspector.verify(&pkg);
+        all_ok &= report.ok();
+        verified += usize::from(report.ok());
+        if json {
+            reports.push(serde_json::json!({
+                "package": package.display().to_string(), "ok": report.ok(), "report": report,
+            }));
+            continue;
+        }
+        if packages.len() > 1 {
+            println!("== {}", package.display());
+        }
         print!("{report}");
         println!(
             "{}",
@@ -823,7 +839,18 @@ pub fn inspect_verify(
             }
         );
     }
-    Ok(if report.ok() {
+    if json {
+        // One package: its object, as before; several: a list of them.
+        if reports.len() == 1 {
+            let one = reports.pop().unwrap_or_default();
+            print_json(&serde_json::json!({ "ok": one["ok"], "report": one["report"] }))?;
+        } else {
+            print_json(&serde_json::json!({ "ok": all_ok, "packages": reports }))?;
+        }
+    } else if packages.len() > 1 {
+        println!("{verified} of {} packages verified", packages.len());
+    }
+    Ok(if all_ok {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::FAILURE

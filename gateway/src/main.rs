@@ -189,9 +189,12 @@ enum InspectCommand {
         registry: PathBuf,
     },
     /// Verify an application's evidence package; exit code 0 only if every fact holds.
+    /// Several packages: each is checked in full; a quorum certificate shared
+    /// by several (the same block's exact bytes) is verified once.
     Verify {
-        /// The package (JSON; `-` for stdin).
-        package: PathBuf,
+        /// The packages (JSON; `-` for stdin).
+        #[arg(required = true)]
+        packages: Vec<PathBuf>,
         /// The region's registry file.
         #[arg(long)]
         registry: PathBuf,
@@ -203,6 +206,17 @@ enum InspectCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Every gateway benchmark with its default sizes (ledger, matches,
+    /// bundles and the inspector), one after the other; prints a Markdown
+    /// table with the machine it ran on.
+    All {
+        /// Smaller runs (about a tenth): a quick look, not the figures to report.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the figures and the machine as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// House-transfer applications across three cities; prints JSON.
     Bundle {
         /// Applications in the run.
@@ -485,11 +499,11 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Inspect {
             command:
                 InspectCommand::Verify {
-                    package,
+                    packages,
                     registry,
                     json,
                 },
-        } => cli::inspect_verify(&package, &registry, json),
+        } => cli::inspect_verify(&packages, &registry, json),
         Command::Hub {
             registry,
             registry_sha256,
@@ -550,6 +564,16 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             } else {
                 std::process::ExitCode::FAILURE
             })
+        }
+        Command::Bench {
+            command: BenchCommand::All { quick, json },
+        } => {
+            let report = gateway::bench::all(quick).await?;
+            println!("{}", gateway::bench::render_all(&report));
+            if let Some(p) = json {
+                std::fs::write(&p, serde_json::to_vec_pretty(&report)?)?;
+            }
+            Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Bench {
             command:

@@ -110,10 +110,56 @@ pub fn verify_package(
     roots: &TrustRoots,
     now_ms: u64,
 ) -> Report {
+    Inspector::new(registry, roots, now_ms).verify(pkg)
+}
+
+/// Verifies many packages against one registry (an inspector's day of
+/// work): a certified header whose quorum certificate verified in one package
+/// is recognised in the next by the SHA-256 of its exact bytes (header and
+/// certificate) and its signatures are not verified again. Everything else —
+/// proofs, author and request signatures, answers, the decision — is checked
+/// for every package. The report of each package is the same as
+/// [`verify_package`]'s, except that it cannot tell which package first
+/// verified a shared certificate.
+pub struct Inspector<'a> {
+    registry: &'a Registry,
+    roots: &'a TrustRoots,
+    now_ms: u64,
+    memo: std::cell::RefCell<std::collections::BTreeSet<Hash>>,
+}
+
+impl<'a> Inspector<'a> {
+    /// An inspector trusting `roots` (of `registry`) at time `now_ms`.
+    pub fn new(registry: &'a Registry, roots: &'a TrustRoots, now_ms: u64) -> Self {
+        Inspector {
+            registry,
+            roots,
+            now_ms,
+            memo: Default::default(),
+        }
+    }
+
+    /// Certified headers verified so far.
+    pub fn certified_headers(&self) -> usize {
+        self.memo.borrow().len()
+    }
+
+    /// Verifies one package.
+    pub fn verify(&self, pkg: &ApplicationPackage) -> Report {
+        verify_with_memo(pkg, self.registry, self.roots, self.now_ms, &self.memo)
+    }
+}
+
+fn verify_with_memo(
+    pkg: &ApplicationPackage,
+    registry: &Registry,
+    roots: &TrustRoots,
+    now_ms: u64,
+    memo: &std::cell::RefCell<std::collections::BTreeSet<Hash>>,
+) -> Report {
     let mut r = Report::new();
-    // Headers whose quorum certificate verified earlier in this package: many
-    // bundles share a block, and its certificate need not be verified twice.
-    let memo: std::cell::RefCell<std::collections::BTreeSet<Hash>> = Default::default();
+    // Headers whose quorum certificate already verified: many bundles share a
+    // block, and its certificate need not be verified twice.
     let certified =
         |h: &proofs::header::CertifiedHeader| memo.borrow().contains(&sha256(&h.encode()));
     let remember = |b: &ProofBundle| {

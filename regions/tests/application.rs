@@ -484,3 +484,44 @@ fn an_approval_decided_by_a_deadline_still_delivers_in_that_tick() {
     );
     assert!(!effects.iter().any(|e| matches!(e, Effect::Ask { .. })));
 }
+
+/// An inspector verifying many packages checks each distinct certificate once,
+/// by the hash of its exact bytes: a copy of a verified package verifies again,
+/// but a copy whose certificate carries a changed signature is refused even
+/// after the genuine one was accepted.
+#[test]
+fn an_inspector_shares_only_byte_identical_certificates_across_packages() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (reg, hash) = regions::load(root.join("examples/yangtze-delta.toml")).unwrap();
+    let roots = reg.trust_roots(hash).unwrap();
+    let text =
+        std::fs::read_to_string(root.join("../docs/vectors/application-package-v1.json")).unwrap();
+    let pkg: regions::evidence::ApplicationPackage = serde_json::from_str(&text).unwrap();
+    let inspector = regions::evidence::Inspector::new(&reg, &roots, 1_900_000_000_000);
+    let first = inspector.verify(&pkg);
+    assert!(first.ok(), "{first}");
+    let shared = inspector.certified_headers();
+    assert!(shared >= 2, "{shared}");
+    let again = inspector.verify(&pkg);
+    assert!(again.ok(), "{again}");
+    assert_eq!(again.facts.len(), first.facts.len());
+    assert_eq!(inspector.certified_headers(), shared);
+
+    // Every certificate signature of the first step, changed in turn.
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let n = v["steps"][0]["header"]["certificate"]["endorsements"]
+        .as_array()
+        .unwrap()
+        .len();
+    for i in 0..n {
+        let sig = &mut v["steps"][0]["header"]["certificate"]["endorsements"][i]["signature"];
+        let orig = sig.as_str().unwrap().to_owned();
+        let flipped = if orig.starts_with('0') { "1" } else { "0" };
+        *sig = format!("{flipped}{}", &orig[1..]).into();
+        let bad: regions::evidence::ApplicationPackage = serde_json::from_value(v.clone()).unwrap();
+        let r = inspector.verify(&bad);
+        assert!(!r.ok(), "endorsement {i} changed, yet the package verified");
+        v["steps"][0]["header"]["certificate"]["endorsements"][i]["signature"] = orig.into();
+    }
+    assert!(inspector.verify(&pkg).ok());
+}
