@@ -322,8 +322,9 @@ fn init_logs(format: LogFormat, default: &str) {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    // The demo prints its own summary; its gateways log warnings only.
-    let default = if matches!(cli.command, Command::Demo { .. }) {
+    // The demo and the benchmarks print their own results; their gateways
+    // log warnings only (a log line per request would be measured too).
+    let default = if matches!(cli.command, Command::Demo { .. } | Command::Bench { .. }) {
         "warn"
     } else {
         "info"

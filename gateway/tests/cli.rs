@@ -555,11 +555,17 @@ fn json_logs_carry_request_ids_and_never_a_subject_identifier_or_key() {
             .any(|l| l.to_string().contains("\"request_id\":\"log-check-7\"")),
         "no log line names the request id:\n{text}"
     );
-    // Never a subject's identifier, nor a secret key.
+    // Never a subject's identifier, a record's values, nor a secret key.
     for forbidden in [resident(701), resident(702)] {
         assert!(
             !text.contains(&forbidden),
             "the log holds a subject identifier"
+        );
+    }
+    for value in ["Xuanwu District Marriage Registry", "2019-05-20"] {
+        assert!(
+            !text.contains(value),
+            "the log holds the record value `{value}`"
         );
     }
     let keys = files.dir.path().join("keys");
