@@ -866,7 +866,8 @@ pub fn commands(region: &Region, subjects: usize) -> anyhow::Result<String> {
         ));
     }
     t.push_str(&format!(
-        "\nReady to paste (T=\"cargo run --release -q -p gateway --\"):\n\n\
+        "\nReady to paste in another terminal (from this folder):\n\n\
+         T=\"cargo run --release -q -p gateway --\"\n\n\
          # Nanjing's departments record the buyer's work history and deed tax,\n\
          # then Shanghai's centre submits another house transfer:\n\
          {publish_lines}\
