@@ -169,6 +169,8 @@ pub async fn run(o: BundleOptions) -> anyhow::Result<Vec<Figure>> {
     // Wait until every application is decided.
     let state = sh.run.state.clone();
     let mut latencies = Vec::new();
+    let mut events: BTreeMap<String, usize> = BTreeMap::new();
+    let mut phases: Vec<(u64, u64, u64)> = Vec::new();
     let mut last_decided = 0u64;
     let mut first_submitted = u64::MAX;
     for id in &ids {
@@ -187,6 +189,18 @@ pub async fn run(o: BundleOptions) -> anyhow::Result<Vec<Figure>> {
                     a.reason
                 );
                 latencies.push((decided - a.submitted_ms) as f64);
+                for e in &a.timeline {
+                    *events.entry(e.what.clone()).or_insert(0usize) += 1;
+                }
+                let answers: Vec<u64> = a
+                    .timeline
+                    .iter()
+                    .filter(|e| e.what == "evidence.answered")
+                    .map(|e| e.at_ms)
+                    .collect();
+                if let (Some(f), Some(l)) = (answers.iter().min(), answers.iter().max()) {
+                    phases.push((f - a.submitted_ms, l - a.submitted_ms, decided - l));
+                }
                 last_decided = last_decided.max(decided);
                 first_submitted = first_submitted.min(a.submitted_ms);
                 break;
@@ -197,6 +211,19 @@ pub async fn run(o: BundleOptions) -> anyhow::Result<Vec<Figure>> {
         }
     }
     let wall = start_t.elapsed().as_secs_f64();
+    eprintln!("bench: timeline events over the run: {events:?}");
+    {
+        let med = |mut v: Vec<u64>| {
+            v.sort_unstable();
+            (v[v.len() / 2], v[v.len() * 99 / 100])
+        };
+        eprintln!(
+            "bench: first answer {:?}, last answer {:?}, last answer to decided {:?} (p50, p99 ms)",
+            med(phases.iter().map(|p| p.0).collect()),
+            med(phases.iter().map(|p| p.1).collect()),
+            med(phases.iter().map(|p| p.2).collect())
+        );
+    }
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
     let rate = n as f64 / ((last_decided - first_submitted).max(1) as f64 / 1000.0);
