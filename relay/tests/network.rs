@@ -194,9 +194,15 @@ async fn an_oversized_frame_disconnects_its_sender_and_nothing_else() {
         .unwrap_err();
     assert_eq!(err.code(), "relay.unreachable", "{err}");
     assert!(b.stats().malformed.load(Ordering::Relaxed) >= 1);
-    // b still serves others, and a again once it sends sane frames.
+    // b still serves others, and a again once it sends sane frames (on a new
+    // connection: a first sees b close the one it misused).
     let r = h.request("b", "echo", b"ok".to_vec()).await.unwrap();
     assert_eq!(r, b"b heard h on echo: ok");
+    let t = std::time::Instant::now();
+    while a.stats().connections_closed.load(Ordering::Relaxed) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "a never saw b close");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let r = a.request("b", "echo", b"sorry".to_vec()).await.unwrap();
     assert_eq!(r, b"b heard a on echo: sorry");
 }
