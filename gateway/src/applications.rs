@@ -627,8 +627,14 @@ async fn ask(s: &Arc<AppState>, id: &Hash, q: &AskSpec<'_>) -> (Event, Puts) {
             return (failed(q, &r.code, retryable), Vec::new());
         }
     };
-    let checked = match crate::matching::verify(s, &req, answer) {
-        Ok(c) if c.verified => c,
+    // The requesting gateway's verification (proofs with the registry's
+    // roots, headers against its light clients) establishes what opening the
+    // answer needs; it is not repeated.
+    let (checked, v) = match crate::matching::verify(s, &req, answer) {
+        Ok(c) if c.verified => match c.access.clone() {
+            Some(v) => (c, v),
+            None => return (failed(q, "match.unverified", true), Vec::new()),
+        },
         Ok(c) => {
             let code = c.report.first_failure_code().unwrap_or("match.unverified");
             return (failed(q, code, true), Vec::new());
@@ -637,16 +643,6 @@ async fn ask(s: &Arc<AppState>, id: &Hash, q: &AskSpec<'_>) -> (Event, Puts) {
     };
     let Some(hpke) = s.custody.get(q.centre) else {
         return (failed(q, "application.no_custody", false), Vec::new());
-    };
-    let mut report = proofs::Report::new();
-    let Some(v) = proofs::matching::verify_answer(
-        &checked.answer,
-        &req,
-        &s.roots,
-        s.clock.now_ms(),
-        &mut report,
-    ) else {
-        return (failed(q, "match.unverified", true), Vec::new());
     };
     let plain = match proofs::matching::open_answer(&checked.answer, &req, &v, hpke) {
         Ok(p) => p,

@@ -403,6 +403,10 @@ pub struct Checked {
     pub report: Report,
     /// True only if every fact holds.
     pub verified: bool,
+    /// What the verification established (for opening the answer), when
+    /// every fact holds.
+    #[serde(skip)]
+    pub access: Option<VerifiedAccess>,
 }
 
 /// Verifies an answer as the requesting gateway: `proofs` with the registry's
@@ -486,5 +490,6 @@ pub fn verify(
         answer,
         report,
         verified: ok,
+        access: verified.filter(|_| ok),
     })
 }
