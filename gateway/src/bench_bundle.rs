@@ -212,6 +212,12 @@ pub async fn run(o: BundleOptions) -> anyhow::Result<Vec<Figure>> {
     }
     let wall = start_t.elapsed().as_secs_f64();
     eprintln!("bench: timeline events over the run: {events:?}");
+    eprintln!(
+        "bench: chain heights after the run: nanjing {}, shanghai {}, hefei {}",
+        nj.run.state.ledger.head().height,
+        sh.run.state.ledger.head().height,
+        hf.run.state.ledger.head().height
+    );
     {
         let med = |mut v: Vec<u64>| {
             v.sort_unstable();
