@@ -16,7 +16,7 @@
 //! `E ‖ app id ‖ 1 ‖ evidence` → the verified answer with its opening;
 //! `E ‖ app id ‖ 2 ‖ service` → the recipient's receipt bundle.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -124,7 +124,29 @@ enum Input {
 #[derive(Clone)]
 pub struct Engine {
     tx: mpsc::Sender<Input>,
-    active: Arc<Mutex<HashSet<Hash>>>,
+    /// Applications not final → the earliest deadline they wait for (Unix
+    /// ms; 0: tick at every round). Only those due are ticked.
+    active: Arc<Mutex<HashMap<Hash, u64>>>,
+}
+
+/// The earliest deadline an application waits for: a tick before it changes
+/// nothing (the state machine acts on a tick only for a pending request whose
+/// deadline has passed). 0 when none is found, so that it is ticked anyway.
+fn next_deadline(a: &Application) -> u64 {
+    use regions::application::{EvidenceState, Phase, ServiceState};
+    let evidence = a.evidence.values().filter_map(|e| match e {
+        EvidenceState::Pending { deadline_ms, .. } if a.phase == Phase::Matching => {
+            Some(*deadline_ms)
+        }
+        _ => None,
+    });
+    let services = a.services.values().filter_map(|e| match e {
+        ServiceState::Pending { deadline_ms, .. } if a.phase == Phase::Dispatching => {
+            Some(*deadline_ms)
+        }
+        _ => None,
+    });
+    evidence.chain(services).min().unwrap_or(0)
 }
 
 /// Why an application was refused.
@@ -197,7 +219,7 @@ impl Engine {
                 let Some(id) = k.get(1..33).and_then(|b| b.try_into().ok()).map(Hash) else {
                     continue;
                 };
-                engine.lock().insert(id);
+                engine.lock().insert(id, next_deadline(&a));
                 if let Some(bundle) = state.registry.bundles.iter().find(|b| b.id == a.bundle) {
                     let owed = app::pending_effects(&state.registry, bundle, &a);
                     tracing::info!(application = %id, effects = owed.len(), "resuming application");
@@ -210,10 +232,10 @@ impl Engine {
 
     /// The applications not yet final (for the backlog metrics).
     pub fn active(&self) -> Vec<Hash> {
-        self.lock().iter().copied().collect()
+        self.lock().keys().copied().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Hash>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Hash, u64>> {
         self.active
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -262,7 +284,7 @@ impl Engine {
             .await
             .map_err(SubmitError::Ledger)?;
         if !a.phase.is_final() {
-            self.lock().insert(id);
+            self.lock().insert(id, next_deadline(&a));
         }
         act(Arc::downgrade(state), self.clone(), id, &a, effects);
         Ok((a, true))
@@ -415,6 +437,8 @@ async fn run(state: Weak<AppState>, engine: Engine, mut rx: mpsc::Receiver<Input
             if next.phase.is_final() {
                 engine.lock().remove(&id);
                 tracing::info!(application = %id, phase = ?next.phase, "application final");
+            } else if let Some(d) = engine.lock().get_mut(&id) {
+                *d = next_deadline(&next);
             }
             act(state.clone(), engine.clone(), id, &next, effects);
         }
@@ -425,10 +449,17 @@ async fn ticker(state: Weak<AppState>, engine: Engine) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
-        if state.upgrade().is_none() {
+        let Some(now) = state.upgrade().map(|s| s.clock.now_ms()) else {
             return;
-        }
-        let ids: Vec<Hash> = engine.lock().iter().copied().collect();
+        };
+        // Only the applications with a deadline passed: under load, ticking
+        // every application every round would crowd out the answers.
+        let ids: Vec<Hash> = engine
+            .lock()
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(id, _)| *id)
+            .collect();
         for id in ids {
             engine.send(id, Event::Tick, Vec::new()).await;
         }
