@@ -593,16 +593,10 @@ pub fn machine() -> Machine {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let date = i64::try_from(days)
+        .ok()
+        .and_then(regions::predicate::date_from_days)
+        .map_or_else(|| "unknown".to_owned(), |d| d.to_string());
     Machine {
         cpu: read_field("/proc/cpuinfo", "model name"),
         cpus: std::thread::available_parallelism().map_or(1, usize::from),
@@ -611,7 +605,7 @@ pub fn machine() -> Machine {
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| "unknown".into()),
         when: format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            "{date}T{:02}:{:02}:{:02}Z",
             rem / 3600,
             rem % 3600 / 60,
             rem % 60

@@ -689,7 +689,7 @@ pub fn years_before(today: Date, n: u32) -> Option<Date> {
 }
 
 /// The date of a day number (days since 1970-01-01, negative before).
-fn date_from_days(days: i64) -> Option<Date> {
+pub fn date_from_days(days: i64) -> Option<Date> {
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
