@@ -16,11 +16,21 @@
 //! | `H` height | certified header |
 //! | `T` height | the block's transactions, packed (`u32 n ‖ u32 offsets[n+1] ‖ bytes`) |
 //! | `N` height | the block's tree levels ([`proofs::merkle::flat_levels`]) |
-//! | `X` leaf hash | height, index |
 //! | `V` height | the block's stored records (values, record secret, subjects), packed like `T` |
+//! | `K` height | the block's secondary-index entries (below), until a run of [`crate::index`] covers them |
+//! | `S` record key | the record's revocations (the latest version is its last `R` entry) |
+//! | `Y`, `Z`, `M` `index` | the secondary index's runs and manifest ([`crate::index`]) |
+//! | `M` `layout` | the layout version of this table (`2`) |
+//!
+//! The secondary-index entries are not store keys of their own (one small
+//! sled insert per entry was the writer's bottleneck) but entries of
+//! [`crate::index::Index`], written with the block as one `K` value:
+//!
+//! | entry | value |
+//! |---|---|
+//! | `X` leaf hash | height, index |
 //! | `R` record key `00` version | height, index of the record's slot |
-//! | `S` record key | the record's revocations (the latest version is its last `R` key) |
-//! | `J` subject ref record key | subject index |
+//! | `J` subject ref record key | (empty) |
 //! | `B` batch root | seal location, first member, count |
 //! | `L` batch root | the batch's tree levels (member paths) |
 
@@ -38,6 +48,7 @@ use proofs::{SigningKey, Value};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::index::{Index, IndexConfig};
 use crate::store::{Store, StoreError, WriteBatch};
 
 /// Why the ledger cannot be used or a write failed.
@@ -479,6 +490,22 @@ pub struct Ledger {
     chain: ChainTrust,
     endorser: Arc<dyn Endorser>,
     head: RwLock<Head>,
+    index: Index,
+}
+
+/// The layout version written under `Mlayout` (2: secondary indexes in
+/// [`crate::index`]).
+const LAYOUT: &[u8] = b"2";
+
+/// The part of an index entry's key a look-up names (see [`crate::index`]):
+/// a leaf key whole, a record version key without its version, a subject
+/// entry's subject.
+fn index_group(k: &[u8]) -> &[u8] {
+    match k.first() {
+        Some(b'R') if k.len() >= 5 => &k[..k.len() - 4],
+        Some(b'J') if k.len() >= 33 => &k[..33],
+        _ => k,
+    }
 }
 
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
@@ -542,6 +569,17 @@ impl Ledger {
         endorser: Arc<dyn Endorser>,
         now_ms: u64,
     ) -> Result<(Self, OpenReport), LedgerError> {
+        Self::open_with(store, chain, endorser, now_ms, IndexConfig::default())
+    }
+
+    /// [`Ledger::open`] with the secondary index's sizes.
+    pub fn open_with(
+        store: Arc<dyn Store>,
+        chain: ChainTrust,
+        endorser: Arc<dyn Endorser>,
+        now_ms: u64,
+        index: IndexConfig,
+    ) -> Result<(Self, OpenReport), LedgerError> {
         match store.get(b"Mchain")? {
             Some(found) if found != chain.chain_id().as_bytes() => {
                 return Err(LedgerError::WrongChain {
@@ -549,7 +587,20 @@ impl Ledger {
                     found: String::from_utf8_lossy(&found).into_owned(),
                 });
             }
-            Some(_) => {}
+            Some(_) => {
+                let layout = store.get(b"Mlayout")?;
+                if layout.as_deref() != Some(LAYOUT) {
+                    return Err(corrupt(
+                        0,
+                        format!(
+                            "the store has layout {}, this gateway reads layout 2; export the chain and re-import the records into a new data directory",
+                            layout
+                                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                                .unwrap_or_else(|| "1 (indexes as store keys)".into())
+                        ),
+                    ));
+                }
+            }
             None => {
                 let header = Header {
                     chain_id: chain.chain_id().to_owned(),
@@ -564,6 +615,7 @@ impl Ledger {
                     .map_err(|e| LedgerError::Endorse(e.to_string()))?;
                 let mut b = WriteBatch::new();
                 b.put(b"Mchain".to_vec(), chain.chain_id().as_bytes().to_vec());
+                b.put(b"Mlayout".to_vec(), LAYOUT.to_vec());
                 b.put(
                     key(b'H', &[&be8(0)]),
                     CertifiedHeader {
@@ -577,12 +629,15 @@ impl Ledger {
             }
         }
         let (head, report) = Self::verify_all(store.as_ref(), &chain)?;
+        let index = Index::open(store.clone(), index, index_group, head.height)
+            .map_err(|e| corrupt(head.height, format!("secondary index: {e}")))?;
         Ok((
             Ledger {
                 store,
                 chain,
                 endorser,
                 head: RwLock::new(head),
+                index,
             },
             report,
         ))
@@ -710,6 +765,14 @@ impl Ledger {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+    /// The secondary index's sizes.
+    pub fn index_stats(&self) -> crate::index::IndexStats {
+        self.index.stats()
+    }
+    /// Waits until the secondary index has written every frozen memtable.
+    pub fn settle_index(&self) {
+        self.index.settle()
+    }
     /// Bytes on disk (estimate).
     pub fn size_on_disk(&self) -> u64 {
         self.store.size_on_disk()
@@ -725,7 +788,7 @@ impl Ledger {
     }
     /// Where the transaction with this leaf hash is.
     pub fn locate(&self, leaf: &Hash) -> Result<Option<TxLocation>, LedgerError> {
-        Ok(self.store.get(&key(b'X', &[&leaf.0]))?.and_then(|v| {
+        Ok(self.index.get(&key(b'X', &[&leaf.0]))?.and_then(|v| {
             let height = u64::from_be_bytes(v.get(0..8)?.try_into().ok()?);
             let index = u32::from_be_bytes(v.get(8..12)?.try_into().ok()?);
             Some(TxLocation {
@@ -842,7 +905,7 @@ impl Ledger {
         let kb = k.bytes();
         let mut prefix = key(b'R', &[&kb]);
         prefix.push(0);
-        let latest = match self.store.last_key_with_prefix(&prefix)? {
+        let latest = match self.index.last_key_with_prefix(&prefix)? {
             None => return Ok(None),
             Some(last) => u32::from_be_bytes(
                 last.get(prefix.len()..prefix.len() + 4)
@@ -869,7 +932,7 @@ impl Ledger {
     ) -> Result<Option<StoredRecord>, LedgerError> {
         // The version key points at the record's slot in its block's value pack.
         let Some(ptr) = self
-            .store
+            .index
             .get(&key(b'R', &[&k.bytes(), &[0], &version.to_be_bytes()]))?
         else {
             return Ok(None);
@@ -944,7 +1007,7 @@ impl Ledger {
     /// Records that name `subject`.
     pub fn records_of_subject(&self, subject: &SubjectRef) -> Result<Vec<RecordKey>, LedgerError> {
         Ok(self
-            .store
+            .index
             .scan_prefix(&key(b'J', &[&subject.0.0]))?
             .into_iter()
             .filter_map(|(k, _)| RecordKey::from_bytes(&k[33..]))
@@ -970,6 +1033,7 @@ impl Ledger {
         let mut seen_leaves: HashMap<Hash, TxLocation> = HashMap::new();
         let mut seen_requests: HashMap<Hash, TxLocation> = HashMap::new();
         let mut batch = WriteBatch::new();
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut revoked: std::collections::HashSet<RecordKey> = std::collections::HashSet::new();
         let mut outcomes = Vec::with_capacity(intents.len());
 
@@ -987,7 +1051,7 @@ impl Ledger {
                                 &mut states,
                                 &mut versions,
                                 &mut seen_leaves,
-                                &mut batch,
+                                &mut entries,
                             )?;
                             Outcome::Written { location: loc }
                         }
@@ -1205,7 +1269,7 @@ impl Ledger {
                             &mut states,
                             &mut versions,
                             &mut seen_leaves,
-                            &mut batch,
+                            &mut entries,
                         )?;
                         os.push(Outcome::Written { location: loc });
                     }
@@ -1247,8 +1311,9 @@ impl Ledger {
                 index: i as u32,
                 leaf: t.leaf,
             };
-            batch.put(key(b'X', &[&t.leaf.0]), loc_bytes(&loc));
+            entries.push((key(b'X', &[&t.leaf.0]), loc_bytes(&loc)));
         }
+        batch.put(Index::block_key(height), Index::block_value(&entries));
         // One value per block for the transactions and one for the stored records:
         // large values go in once, the per-record keys stay small.
         batch.put(
@@ -1268,7 +1333,13 @@ impl Ledger {
                 );
             }
         }
+        if let Some(e) = self.index.failure() {
+            return Err(LedgerError::Store(StoreError::Backend(format!(
+                "the secondary index stopped: {e}"
+            ))));
+        }
         self.store.commit(batch)?;
+        self.index.insert_block(height, entries);
         *self
             .head
             .write()
@@ -1342,7 +1413,7 @@ impl Ledger {
         states: &mut HashMap<RecordKey, RecordState>,
         versions: &mut HashMap<(RecordKey, u32), (Hash, u64, Option<TxLocation>)>,
         seen: &mut HashMap<Hash, TxLocation>,
-        batch: &mut WriteBatch,
+        entries: &mut Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<TxLocation, LedgerError> {
         let location = TxLocation {
             height,
@@ -1357,17 +1428,17 @@ impl Ledger {
         txs.push(tx);
         let kb = p.key.bytes();
         for s in &record.subject_refs {
-            batch.put(key(b'J', &[&s.0.0, &kb]), Vec::new());
+            entries.push((key(b'J', &[&s.0.0, &kb]), Vec::new()));
         }
         versions.insert(
             (p.key.clone(), record.version),
             (record.commitment, record.issued_ms, Some(location)),
         );
         states.entry(p.key.clone()).or_default().latest = record.version;
-        batch.put(
+        entries.push((
             key(b'R', &[&kb, &[0], &record.version.to_be_bytes()]),
             loc_bytes(&location),
-        );
+        ));
         Ok(location)
     }
 }

@@ -31,6 +31,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod inbox;
+pub mod index;
 pub mod keyfile;
 pub mod ledger;
 pub mod light;

@@ -27,10 +27,11 @@ impl From<sled::Error> for StoreError {
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
-/// A set of puts applied all together or not at all.
+/// A set of puts (and deletes) applied all together or not at all.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
     puts: Vec<(Vec<u8>, Vec<u8>)>,
+    deletes: Vec<Vec<u8>>,
 }
 
 impl WriteBatch {
@@ -42,13 +43,17 @@ impl WriteBatch {
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.puts.push((key, value));
     }
-    /// Number of puts.
+    /// Adds a delete (applied after every put of the batch).
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.deletes.push(key);
+    }
+    /// Number of puts and deletes.
     pub fn len(&self) -> usize {
-        self.puts.len()
+        self.puts.len() + self.deletes.len()
     }
     /// True if there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.puts.is_empty()
+        self.puts.is_empty() && self.deletes.is_empty()
     }
     /// Total bytes of keys and values.
     pub fn bytes(&self) -> usize {
@@ -151,6 +156,9 @@ impl Store for SledStore {
         for (k, v) in batch.puts {
             b.insert(k, v);
         }
+        for k in batch.deletes {
+            b.remove(k);
+        }
         self.tree.apply_batch(b)?;
         // sled syncs only every 500 ms on its own: flush before anyone is told "done".
         self.db.flush()?;
@@ -223,6 +231,9 @@ impl Store for MemStore {
         for (k, v) in batch.puts {
             m.insert(k, v);
         }
+        for k in batch.deletes {
+            m.remove(&k);
+        }
         Ok(())
     }
     fn size_on_disk(&self) -> u64 {
@@ -242,6 +253,12 @@ mod tests {
         s.commit(b).unwrap();
         assert_eq!(s.get(b"a2").unwrap(), Some(b"y".to_vec()));
         assert_eq!(s.scan_prefix(b"a").unwrap().len(), 2);
+        let mut d = WriteBatch::new();
+        d.put(b"c1".to_vec(), b"w".to_vec());
+        d.delete(b"c1".to_vec());
+        d.delete(b"zz".to_vec());
+        s.commit(d).unwrap();
+        assert_eq!(s.get(b"c1").unwrap(), None, "a delete wins over a put in its batch");
         let mut seen = Vec::new();
         s.range(b"a2", b"b2", &mut |k, _| {
             seen.push(k.to_vec());
