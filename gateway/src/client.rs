@@ -133,6 +133,16 @@ impl Client {
         Self::decode(status, &body.0)
     }
 
+    /// A signed POST of a JSON body already serialised.
+    pub async fn post_raw<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, T), ClientError> {
+        let (status, body) = self.send(reqwest::Method::POST, path, body, true).await?;
+        Ok((status.as_u16(), Self::decode(status, &body.0)?))
+    }
+
     /// A signed POST of JSON; returns the status with the decoded answer.
     pub async fn post<B: Serialize, T: DeserializeOwned>(
         &self,

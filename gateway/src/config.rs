@@ -19,6 +19,7 @@
 //! block_interval_ms = 2
 //! max_block_txs = 8192
 //! queue = 4096
+//! index_memtable_entries = 524288
 //!
 //! [relay]             # optional: without it, no other city is reached
 //! listen = ["/ip4/0.0.0.0/tcp/4102"]
@@ -120,6 +121,9 @@ pub struct LedgerSettings {
     pub max_block_txs: usize,
     /// Submissions that may wait for the writer.
     pub queue: usize,
+    /// Secondary-index entries held in memory before they are written as a
+    /// sorted run (about 120 bytes of memory each; `docs/performance.md`).
+    pub index_memtable_entries: usize,
 }
 
 impl Default for LedgerSettings {
@@ -128,6 +132,7 @@ impl Default for LedgerSettings {
             block_interval_ms: 2,
             max_block_txs: 8192,
             queue: 4096,
+            index_memtable_entries: crate::index::IndexConfig::default().memtable_entries,
         }
     }
 }
@@ -208,6 +213,7 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("ledger.block_interval_ms", Kind::Int),
     ("ledger.max_block_txs", Kind::Int),
     ("ledger.queue", Kind::Int),
+    ("ledger.index_memtable_entries", Kind::Int),
     ("http.max_body_bytes", Kind::Int),
     ("http.clock_skew_ms", Kind::Int),
 ];
@@ -309,6 +315,12 @@ impl Config {
         }
         if self.ledger.queue == 0 {
             return bad("ledger.queue", "must be at least 1");
+        }
+        if !(16..=1 << 24).contains(&self.ledger.index_memtable_entries) {
+            return bad(
+                "ledger.index_memtable_entries",
+                "must be between 16 and 16777216",
+            );
         }
         if self.http.max_body_bytes < 1024 {
             return bad("http.max_body_bytes", "must be at least 1024");

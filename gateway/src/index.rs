@@ -45,6 +45,9 @@ pub struct IndexConfig {
     pub memtable_entries: usize,
     /// Target size of one stored chunk of a run.
     pub chunk_bytes: usize,
+    /// A run's chunks are committed in batches of about this many bytes (a
+    /// batch holds sled's write lock, so the writer waits for it).
+    pub batch_bytes: usize,
     /// How many runs of similar size are merged into one.
     pub fanout: usize,
     /// Runs at or above this many entries are not merged further.
@@ -56,6 +59,7 @@ impl Default for IndexConfig {
         IndexConfig {
             memtable_entries: 1 << 19,
             chunk_bytes: 32 * 1024,
+            batch_bytes: 1 << 20,
             fanout: 4,
             max_run_entries: 1 << 24,
         }
@@ -385,6 +389,8 @@ struct Shared {
     failed: Mutex<Option<String>>,
     /// The next run id (runs in progress have ids below it, not in the manifest).
     next_id: AtomicU64,
+    /// Runs written since open.
+    runs_written: AtomicU64,
 }
 
 /// Counters for metrics and benchmarks.
@@ -398,6 +404,8 @@ pub struct IndexStats {
     pub runs: usize,
     /// Entries in stored runs (a rewritten key counts once per run).
     pub run_entries: u64,
+    /// Runs written since open (flushes and merges).
+    pub runs_written: u64,
 }
 
 /// The index; see the module documentation.
@@ -478,6 +486,7 @@ impl Index {
                 ..Layers::default()
             }),
             next_id: AtomicU64::new(manifest.next_id),
+            runs_written: AtomicU64::new(0),
             manifest: Mutex::new(manifest),
             wake: Condvar::new(),
             wake_lock: Mutex::new(()),
@@ -559,6 +568,7 @@ impl Index {
             frozen: l.frozen.len(),
             runs: l.runs.len(),
             run_entries: l.runs.iter().map(|r| r.entries).sum(),
+            runs_written: self.shared.runs_written.load(Ordering::Relaxed),
         }
     }
 
@@ -703,7 +713,7 @@ impl Shared {
 }
 
 /// Writes sorted entries as the chunks of run `id` into batches of about
-/// 8 MiB, committed as they fill (a placeholder meta goes first, so that an
+/// [`IndexConfig::batch_bytes`], committed as they fill (a placeholder meta goes first, so that an
 /// interrupted run is found and removed on open); returns the run and the
 /// last, uncommitted batch, or `None` if the index is stopping. While a merge
 /// writes (`flush_between`), frozen memtables are flushed between batches.
@@ -747,13 +757,16 @@ fn write_run<A: AsRef<[u8]>, B: AsRef<[u8]>>(
         if chunk_size >= s.cfg.chunk_bytes {
             flush_chunk(&mut chunk, &mut first_keys, &mut batch);
             chunk_size = 0;
-            if batch.bytes() >= 8 << 20 {
+            if batch.bytes() >= s.cfg.batch_bytes {
                 if s.stopping() {
                     return Ok(None);
                 }
                 s.store.commit(std::mem::take(&mut batch))?;
                 if flush_between {
-                    while let Some(f) = s.read_layers().frozen.first().cloned() {
+                    loop {
+                        // (The read guard must be gone before the flush takes the write lock.)
+                        let next = s.read_layers().frozen.first().cloned();
+                        let Some(f) = next else { break };
                         flush_frozen(s, &f)?;
                     }
                 }
@@ -954,6 +967,7 @@ fn flush_frozen(s: &Shared, f: &Arc<Frozen>) -> Result<(), StoreError> {
     s.store.commit(batch)?;
     *m = manifest;
     drop(m);
+    s.runs_written.fetch_add(1, Ordering::Relaxed);
     let mut l = s.write_layers();
     l.runs.push(Arc::new(run));
     if l.frozen.first().is_some_and(|x| Arc::ptr_eq(x, f)) {
@@ -1016,6 +1030,7 @@ fn merge_some(s: &Shared) -> Result<Option<Vec<Arc<Run>>>, StoreError> {
     s.store.commit(batch)?;
     *m = manifest;
     drop(m);
+    s.runs_written.fetch_add(1, Ordering::Relaxed);
     let mut l = s.write_layers();
     if let Some(p) = l.runs.iter().position(|r| r.id == ids[0]) {
         l.runs.splice(p..p + ids.len(), [Arc::new(run)]);
@@ -1038,6 +1053,7 @@ mod tests {
         IndexConfig {
             memtable_entries: 16,
             chunk_bytes: 64,
+            batch_bytes: 256,
             fanout: 3,
             max_run_entries: 400,
         }

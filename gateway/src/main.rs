@@ -261,6 +261,9 @@ enum BenchCommand {
         /// Records per import batch.
         #[arg(long, default_value_t = 4096)]
         import_batch: usize,
+        /// Records for the gateway-capacity import (batches prepared before timing).
+        #[arg(long, default_value_t = 1_000_000)]
+        import_presigned: usize,
         /// Proofs to generate.
         #[arg(long, default_value_t = 200_000)]
         proofs: usize,
@@ -620,6 +623,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                     connections,
                     import_records,
                     import_batch,
+                    import_presigned,
                     proofs,
                     json,
                 },
@@ -630,6 +634,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 connections,
                 import_records,
                 import_batch,
+                import_presigned,
                 proofs,
             })
             .await?;

@@ -119,6 +119,11 @@ impl Metrics {
             "# TYPE tongban_writer_failed gauge\ntongban_writer_failed {}\n",
             u8::from(state.writer.failed())
         ));
+        let ix = state.ledger.index_stats();
+        out.push_str(&format!(
+            "# TYPE tongban_index_memtable_entries gauge\ntongban_index_memtable_entries {}\n# TYPE tongban_index_frozen_memtables gauge\ntongban_index_frozen_memtables {}\n# TYPE tongban_index_runs gauge\ntongban_index_runs {}\n# TYPE tongban_index_run_entries gauge\ntongban_index_run_entries {}\n# TYPE tongban_index_runs_written_total counter\ntongban_index_runs_written_total {}\n",
+            ix.memtable, ix.frozen, ix.runs, ix.run_entries, ix.runs_written
+        ));
         if let Some(r) = state.relay.get() {
             let st = r.stats();
             let load =

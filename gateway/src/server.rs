@@ -162,11 +162,15 @@ impl Gateway {
                 Some((rc, Duration::from_millis(r.sync_interval_ms)))
             }
         };
-        let (ledger, open_report) = Ledger::open(
+        let (ledger, open_report) = Ledger::open_with(
             store,
             chain,
             Arc::new(LocalEndorsers::new(endorsers)),
             clock.now_ms(),
+            crate::index::IndexConfig {
+                memtable_entries: cfg.ledger.index_memtable_entries,
+                ..crate::index::IndexConfig::default()
+            },
         )
         .context("opening the ledger")?;
         let ledger = Arc::new(ledger);

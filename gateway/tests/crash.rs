@@ -76,7 +76,11 @@ async fn sigkill_never_loses_an_acknowledged_record() {
         | 1;
     eprintln!("crash test: {runs} runs, seed {seed}");
     let mut rng = Rng(seed);
-    let files = Arc::new(city_files("nanjing", "[ledger]\nblock_interval_ms = 3\n"));
+    // A small index memtable: runs are written and merged while the gateway is killed.
+    let files = Arc::new(city_files(
+        "nanjing",
+        "[ledger]\nblock_interval_ms = 3\nindex_memtable_entries = 64\n",
+    ));
     let acked = Arc::new(Mutex::new(Vec::new()));
 
     for run in 0..runs {
@@ -157,8 +161,22 @@ async fn sigkill_never_loses_an_acknowledged_record() {
         txs >= acked.len() as u64,
         "at least every acknowledged transaction is on the chain"
     );
+    // The records above were found through index runs written (and merged)
+    // by processes that were killed, not only through the memtable.
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let index_runs: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tongban_index_runs "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the index runs gauge");
+    assert!(index_runs > 0, "no index run was written: {metrics}");
     eprintln!(
-        "crash test: {} acknowledged records across {runs} kills, {txs} transactions in {} blocks, all verified",
+        "crash test: {} acknowledged records across {runs} kills, {txs} transactions in {} blocks, {index_runs} index runs, all verified",
         acked.len(),
         height + 1
     );
