@@ -415,10 +415,16 @@ pub async fn run(o: Options) -> anyhow::Result<Vec<Figure>> {
     // Two batches in flight: the gateway checks one while it writes the other.
     let mut inflight: std::collections::VecDeque<tokio::task::JoinHandle<anyhow::Result<usize>>> =
         std::collections::VecDeque::new();
-    let record_done = |n: usize, done: &mut usize, windows: &mut Vec<(usize, f64)>, last: &mut (Instant, usize)| {
+    let record_done = |n: usize,
+                       done: &mut usize,
+                       windows: &mut Vec<(usize, f64)>,
+                       last: &mut (Instant, usize)| {
         *done += n;
         if *done - last.1 >= 100_000 || *done == total {
-            windows.push((*done, (*done - last.1) as f64 / last.0.elapsed().as_secs_f64()));
+            windows.push((
+                *done,
+                (*done - last.1) as f64 / last.0.elapsed().as_secs_f64(),
+            ));
             eprintln!(
                 "bench: imported {done} ({:.0} records/s in the last window)",
                 windows.last().map(|w| w.1).unwrap_or(0.0)
@@ -430,12 +436,14 @@ pub async fn run(o: Options) -> anyhow::Result<Vec<Figure>> {
         let body = serde_json::to_vec(&req)?;
         let n = req.records.len();
         let c = client.clone();
-        inflight.push_back(tokio::spawn(async move { post_import(&c, body).await.map(|_| n) }));
-        if inflight.len() >= 2 {
-            if let Some(h) = inflight.pop_front() {
-                let n = h.await??;
-                record_done(n, &mut done, &mut windows, &mut last);
-            }
+        inflight.push_back(tokio::spawn(async move {
+            post_import(&c, body).await.map(|_| n)
+        }));
+        if inflight.len() >= 2
+            && let Some(h) = inflight.pop_front()
+        {
+            let n = h.await??;
+            record_done(n, &mut done, &mut windows, &mut last);
         }
     }
     while let Some(h) = inflight.pop_front() {
@@ -462,7 +470,9 @@ pub async fn run(o: Options) -> anyhow::Result<Vec<Figure>> {
     // re-derives and checks every commitment and the seal signature, and
     // writes durably.
     let pre_total = o.import_presigned;
-    eprintln!("bench: preparing {pre_total} records in sealed batches for the gateway-capacity import…");
+    eprintln!(
+        "bench: preparing {pre_total} records in sealed batches for the gateway-capacity import…"
+    );
     let (chain, k, sk) = (chain_id(&files), key(DEPT), subject_key("nanjing"));
     let bodies = tokio::task::block_in_place(|| -> anyhow::Result<Vec<(usize, Vec<u8>)>> {
         let ids: Vec<u64> = (0..pre_total as u64).step_by(batch.max(1)).collect();
@@ -488,8 +498,13 @@ pub async fn run(o: Options) -> anyhow::Result<Vec<Figure>> {
         std::thread::scope(|sc| {
             let ha = sc.spawn(|| work(a));
             let hb = sc.spawn(|| work(b));
-            let mut out = ha.join().map_err(|_| anyhow::anyhow!("preparing thread panicked"))??;
-            out.extend(hb.join().map_err(|_| anyhow::anyhow!("preparing thread panicked"))??);
+            let mut out = ha
+                .join()
+                .map_err(|_| anyhow::anyhow!("preparing thread panicked"))??;
+            out.extend(
+                hb.join()
+                    .map_err(|_| anyhow::anyhow!("preparing thread panicked"))??,
+            );
             Ok(out)
         })
     })?;
@@ -498,25 +513,28 @@ pub async fn run(o: Options) -> anyhow::Result<Vec<Figure>> {
     let (mut pdone, mut plast) = (0usize, (Instant::now(), 0usize));
     let mut inflight: std::collections::VecDeque<tokio::task::JoinHandle<anyhow::Result<usize>>> =
         std::collections::VecDeque::new();
-    let pre_record = |n: usize, done: &mut usize, windows: &mut Vec<f64>, last: &mut (Instant, usize)| {
-        *done += n;
-        if *done - last.1 >= 200_000 || *done == pre_total {
-            windows.push((*done - last.1) as f64 / last.0.elapsed().as_secs_f64());
-            eprintln!(
-                "bench: gateway-capacity import {done} ({:.0} records/s in the last window)",
-                windows.last().copied().unwrap_or(0.0)
-            );
-            *last = (Instant::now(), *done);
-        }
-    };
+    let pre_record =
+        |n: usize, done: &mut usize, windows: &mut Vec<f64>, last: &mut (Instant, usize)| {
+            *done += n;
+            if *done - last.1 >= 200_000 || *done == pre_total {
+                windows.push((*done - last.1) as f64 / last.0.elapsed().as_secs_f64());
+                eprintln!(
+                    "bench: gateway-capacity import {done} ({:.0} records/s in the last window)",
+                    windows.last().copied().unwrap_or(0.0)
+                );
+                *last = (Instant::now(), *done);
+            }
+        };
     for (n, body) in bodies {
         let c = client.clone();
-        inflight.push_back(tokio::spawn(async move { post_import(&c, body).await.map(|_| n) }));
-        if inflight.len() >= 2 {
-            if let Some(h) = inflight.pop_front() {
-                let n = h.await??;
-                pre_record(n, &mut pdone, &mut pre_windows, &mut plast);
-            }
+        inflight.push_back(tokio::spawn(async move {
+            post_import(&c, body).await.map(|_| n)
+        }));
+        if inflight.len() >= 2
+            && let Some(h) = inflight.pop_front()
+        {
+            let n = h.await??;
+            pre_record(n, &mut pdone, &mut pre_windows, &mut plast);
         }
     }
     while let Some(h) = inflight.pop_front() {
@@ -525,8 +543,8 @@ pub async fn run(o: Options) -> anyhow::Result<Vec<Figure>> {
     }
     let pre_secs = t1.elapsed().as_secs_f64();
     let pre_rate = pre_total as f64 / pre_secs;
-    let pre_tail = pre_windows.iter().rev().take(3).sum::<f64>()
-        / pre_windows.len().clamp(1, 3) as f64;
+    let pre_tail =
+        pre_windows.iter().rev().take(3).sum::<f64>() / pre_windows.len().clamp(1, 3) as f64;
     out.push(figure(
         &format!("bulk import, {pre_total} records, the gateway's capacity (batches prepared and sealed beforehand, as on a department's machine; gateway parses, re-derives and checks every commitment and the seal, writes durably)"),
         pre_rate,

@@ -59,7 +59,7 @@ impl Default for IndexConfig {
         IndexConfig {
             memtable_entries: 1 << 19,
             chunk_bytes: 32 * 1024,
-            batch_bytes: 1 << 20,
+            batch_bytes: 256 << 10,
             fanout: 4,
             max_run_entries: 1 << 24,
         }
@@ -71,7 +71,14 @@ pub type GroupFn = fn(&[u8]) -> &[u8];
 
 type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
 
+/// One index entry: key and value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 const MANIFEST: &[u8] = b"Mindex";
+
+/// Frozen memtables that may wait for the background thread before the
+/// writer waits too.
+const MAX_FROZEN: usize = 4;
 
 fn block_key(height: u64) -> Vec<u8> {
     let mut k = vec![b'K'];
@@ -248,7 +255,11 @@ impl Run {
         let entries = u64::from_be_bytes(b.get(0..8)?.try_into().ok()?);
         let n = u32::from_be_bytes(b.get(8..12)?.try_into().ok()?) as usize;
         let words = (0..n)
-            .map(|i| Some(u64::from_le_bytes(b.get(12 + 8 * i..20 + 8 * i)?.try_into().ok()?)))
+            .map(|i| {
+                Some(u64::from_le_bytes(
+                    b.get(12 + 8 * i..20 + 8 * i)?.try_into().ok()?,
+                ))
+            })
             .collect::<Option<Vec<u64>>>()?;
         if words.is_empty() || words.len() % 8 != 0 {
             return None;
@@ -365,7 +376,11 @@ impl Manifest {
             return None;
         }
         let runs = (0..n)
-            .map(|i| Some(u64::from_be_bytes(b.get(20 + 8 * i..28 + 8 * i)?.try_into().ok()?)))
+            .map(|i| {
+                Some(u64::from_be_bytes(
+                    b.get(20 + 8 * i..28 + 8 * i)?.try_into().ok()?,
+                ))
+            })
             .collect::<Option<Vec<u64>>>()?;
         Some(Manifest {
             indexed_height,
@@ -453,16 +468,25 @@ impl Index {
                     .ok_or_else(|| bad("malformed index run key"))?,
             );
             if manifest.runs.contains(&id) {
-                live.push(Arc::new(
-                    Run::decode_meta(id, &v)
-                        .ok_or_else(|| bad(format!("index run {id} meta is malformed")))?,
-                ));
+                live.push(Arc::new(Run::decode_meta(id, &v).ok_or_else(|| {
+                    bad(format!("index run {id} meta is malformed"))
+                })?));
             } else {
                 cleanup.delete(k);
-                delete_range(store.as_ref(), &chunk_key(id, 0), &chunk_key(id + 1, 0), &mut cleanup)?;
+                delete_range(
+                    store.as_ref(),
+                    &chunk_key(id, 0),
+                    &chunk_key(id + 1, 0),
+                    &mut cleanup,
+                )?;
             }
         }
-        delete_range(store.as_ref(), &chunk_key(manifest.next_id, 0), b"[", &mut cleanup)?;
+        delete_range(
+            store.as_ref(),
+            &chunk_key(manifest.next_id, 0),
+            b"[",
+            &mut cleanup,
+        )?;
         if live.len() != manifest.runs.len() {
             return Err(bad("index manifest names a run whose meta is missing"));
         }
@@ -495,11 +519,15 @@ impl Index {
         });
         let from = shared.lock_manifest().indexed_height + 1;
         let mut replay: Vec<(u64, Vec<u8>)> = Vec::new();
-        store.range(&block_key(from), &block_key(head_height.saturating_add(1)), &mut |k, v| {
-            let h = u64::from_be_bytes(k[1..9].try_into().unwrap_or_default());
-            replay.push((h, v.to_vec()));
-            true
-        })?;
+        store.range(
+            &block_key(from),
+            &block_key(head_height.saturating_add(1)),
+            &mut |k, v| {
+                let h = u64::from_be_bytes(k[1..9].try_into().unwrap_or_default());
+                replay.push((h, v.to_vec()));
+                true
+            },
+        )?;
         let index_thread = {
             let s = shared.clone();
             std::thread::Builder::new()
@@ -545,9 +573,22 @@ impl Index {
             let entries = std::mem::take(&mut l.memtable);
             let height = l.height;
             l.frozen.push(Arc::new(Frozen { entries, height }));
+            let waiting = l.frozen.len();
             drop(l);
-            let _g = self.shared.wake_lock.lock();
-            self.shared.wake.notify_all();
+            {
+                let _g = self.shared.wake_lock.lock();
+                self.shared.wake.notify_all();
+            }
+            // Back-pressure: the writer waits while too many frozen memtables
+            // (memory) wait for the background thread.
+            if waiting > MAX_FROZEN {
+                while self.shared.read_layers().frozen.len() > MAX_FROZEN
+                    && self.failure().is_none()
+                    && !self.shared.stopping()
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
         }
     }
 
@@ -616,7 +657,7 @@ impl Index {
 
     /// Every entry whose key starts with `prefix` (which must be a whole group),
     /// in key order.
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
         let end = successor(prefix);
         let mut out: Entries = BTreeMap::new();
         let range = |m: &Entries, out: &mut Entries| {
@@ -730,18 +771,25 @@ fn write_run<A: AsRef<[u8]>, B: AsRef<[u8]>>(
     let mut chunk_size = 0usize;
     let mut batch = WriteBatch::new();
     batch.put(meta_key(id), Vec::new());
+    let mut since = std::time::Instant::now();
     let mut count = 0u64;
     let mut last_group: Vec<u8> = Vec::new();
     let mut have_group = false;
-    let flush_chunk = |chunk: &mut Vec<(A, B)>, first_keys: &mut Vec<Vec<u8>>, batch: &mut WriteBatch| {
-        if let Some((k, _)) = chunk.first() {
-            first_keys.push(k.as_ref().to_vec());
-            let items: Vec<(&[u8], &[u8])> =
-                chunk.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
-            batch.put(chunk_key(id, (first_keys.len() - 1) as u32), encode_chunk(&items));
-            chunk.clear();
-        }
-    };
+    let flush_chunk =
+        |chunk: &mut Vec<(A, B)>, first_keys: &mut Vec<Vec<u8>>, batch: &mut WriteBatch| {
+            if let Some((k, _)) = chunk.first() {
+                first_keys.push(k.as_ref().to_vec());
+                let items: Vec<(&[u8], &[u8])> = chunk
+                    .iter()
+                    .map(|(k, v)| (k.as_ref(), v.as_ref()))
+                    .collect();
+                batch.put(
+                    chunk_key(id, (first_keys.len() - 1) as u32),
+                    encode_chunk(&items),
+                );
+                chunk.clear();
+            }
+        };
     for e in entries {
         let (k, v) = e?;
         let g = (s.group)(k.as_ref());
@@ -761,7 +809,15 @@ fn write_run<A: AsRef<[u8]>, B: AsRef<[u8]>>(
                 if s.stopping() {
                     return Ok(None);
                 }
-                s.store.commit(std::mem::take(&mut batch))?;
+                s.store.write(std::mem::take(&mut batch))?;
+                // Background work at half duty: after each batch, rest as long
+                // as it took, so that the ledger writer and the request
+                // handlers keep their share of the CPU and of sled's write
+                // lock (acknowledgement latency). The writer's back-pressure
+                // (MAX_FROZEN) keeps the index from falling far behind.
+                let spent = since.elapsed();
+                std::thread::sleep(spent.min(std::time::Duration::from_millis(20)));
+                since = std::time::Instant::now();
                 if flush_between {
                     loop {
                         // (The read guard must be gone before the flush takes the write lock.)
@@ -802,7 +858,7 @@ impl<'a> Cursor<'a> {
             items: Vec::new().into_iter(),
         }
     }
-    fn next_entry(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn next_entry(&mut self) -> Result<Option<Entry>, StoreError> {
         loop {
             if let Some(e) = self.items.next() {
                 return Ok(Some(e));
@@ -928,7 +984,7 @@ fn collect_retired(s: &Shared, retired: Vec<Arc<Run>>) -> Result<Vec<Arc<Run>>, 
                 b.delete(chunk_key(r.id, c as u32));
             }
         }
-        s.store.commit(b)?;
+        s.store.write(b)?;
     }
     Ok(held)
 }
@@ -964,7 +1020,7 @@ fn flush_frozen(s: &Shared, f: &Arc<Frozen>) -> Result<(), StoreError> {
         &block_key(f.height + 1),
         &mut batch,
     )?;
-    s.store.commit(batch)?;
+    s.store.write(batch)?;
     *m = manifest;
     drop(m);
     s.runs_written.fetch_add(1, Ordering::Relaxed);
@@ -1027,7 +1083,7 @@ fn merge_some(s: &Shared) -> Result<Option<Vec<Arc<Run>>>, StoreError> {
     };
     batch.put(meta_key(id), run.encode_meta());
     batch.put(MANIFEST.to_vec(), manifest.encode());
-    s.store.commit(batch)?;
+    s.store.write(batch)?;
     *m = manifest;
     drop(m);
     s.runs_written.fetch_add(1, Ordering::Relaxed);
@@ -1061,7 +1117,7 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_malformed_is_refused() {
-        let e = vec![(b"ab".to_vec(), b"1".to_vec()), (b"c".to_vec(), Vec::new())];
+        let e = [(b"ab".to_vec(), b"1".to_vec()), (b"c".to_vec(), Vec::new())];
         let b = encode_entries(e.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
         let d = decode_entries(&b).unwrap();
         assert_eq!(d, vec![(&b"ab"[..], &b"1"[..]), (&b"c"[..], &b""[..])]);
@@ -1089,7 +1145,12 @@ mod tests {
         // Stored filters depend on these exact values.
         assert_eq!(hash64(b""), hash64(b""));
         assert_ne!(hash64(b"a"), hash64(b"b"));
-        assert_eq!(hash64(b"tongban"), 0x91f1_a1d4_3cb7_04a0, "{:#x}", hash64(b"tongban"));
+        assert_eq!(
+            hash64(b"tongban"),
+            0x91f1_a1d4_3cb7_04a0,
+            "{:#x}",
+            hash64(b"tongban")
+        );
     }
 
     proptest::proptest! {
@@ -1160,7 +1221,12 @@ mod tests {
         let index = Index::open(store.clone(), small(), group, 0).unwrap();
         for h in 1..=40u64 {
             let list: Vec<(Vec<u8>, Vec<u8>)> = (0..8u64)
-                .map(|i| ((h * 100 + i).to_be_bytes().to_vec(), h.to_be_bytes().to_vec()))
+                .map(|i| {
+                    (
+                        (h * 100 + i).to_be_bytes().to_vec(),
+                        h.to_be_bytes().to_vec(),
+                    )
+                })
                 .collect();
             let mut b = WriteBatch::new();
             b.put(block_key(h), Index::block_value(&list));

@@ -131,6 +131,19 @@ pub struct ImportRecord {
 }
 
 impl ImportRecord {
+    /// The record part and the secret (hex), without copying the fields.
+    pub fn into_parts(self) -> (RecordInput, String) {
+        (
+            RecordInput {
+                record_type: self.record_type,
+                record_id: self.record_id,
+                version: self.version,
+                fields: self.fields,
+                issued_ms: self.issued_ms,
+            },
+            self.secret,
+        )
+    }
     /// The record part.
     pub fn record(&self) -> RecordInput {
         RecordInput {

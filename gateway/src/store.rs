@@ -80,6 +80,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Applies `batch` atomically and returns only once it is durable.
     fn commit(&self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// Applies `batch` atomically without waiting for it to be durable: it
+    /// becomes durable with the next [`Store::commit`] (or sled's own periodic
+    /// flush), and after a crash it is there whole or not at all. For derived
+    /// data that can be rebuilt (the secondary index), never for anything
+    /// acknowledged.
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.commit(batch)
+    }
     /// Bytes used on disk (an estimate; 0 for memory).
     fn size_on_disk(&self) -> u64;
 }
@@ -162,6 +170,17 @@ impl Store for SledStore {
         self.tree.apply_batch(b)?;
         // sled syncs only every 500 ms on its own: flush before anyone is told "done".
         self.db.flush()?;
+        Ok(())
+    }
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for (k, v) in batch.puts {
+            b.insert(k, v);
+        }
+        for k in batch.deletes {
+            b.remove(k);
+        }
+        self.tree.apply_batch(b)?;
         Ok(())
     }
     fn size_on_disk(&self) -> u64 {
@@ -258,7 +277,11 @@ mod tests {
         d.delete(b"c1".to_vec());
         d.delete(b"zz".to_vec());
         s.commit(d).unwrap();
-        assert_eq!(s.get(b"c1").unwrap(), None, "a delete wins over a put in its batch");
+        assert_eq!(
+            s.get(b"c1").unwrap(),
+            None,
+            "a delete wins over a put in its batch"
+        );
         let mut seen = Vec::new();
         s.range(b"a2", b"b2", &mut |k, _| {
             seen.push(k.to_vec());

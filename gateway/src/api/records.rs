@@ -253,20 +253,22 @@ pub async fn import(
     let intent = tokio::task::spawn_blocking(move || -> Result<Intent, ApiError> {
         let seal_sig = parse_hex::<64>("seal_signature", &req.seal_signature)?;
         let mut prepared = Vec::with_capacity(req.records.len());
-        for (i, r) in req.records.iter().enumerate() {
-            let at = format!("records[{i}].");
-            let secret = parse_hex::<32>(&format!("{at}secret"), &r.secret)?;
+        for (i, r) in req.records.into_iter().enumerate() {
+            let (record, secret) = r.into_parts();
+            // The field's full name is only built when it is needed.
+            let secret = parse_hex::<32>("secret", &secret)
+                .or_else(|_| parse_hex::<32>(&format!("records[{i}].secret"), &secret))?;
             let p = records::prepare(
                 &s2.registry,
                 s2.ledger.chain_id(),
                 &dept,
-                &r.record(),
+                &record,
                 secret,
                 &s2.subject_key,
             )
             .map_err(|e| {
                 let mut err = record_error(e);
-                err.field = err.field.map(|f| format!("{at}{f}"));
+                err.field = err.field.map(|f| format!("records[{i}].{f}"));
                 err
             })?;
             prepared.push(p);
