@@ -823,7 +823,9 @@ fn write_run<A: AsRef<[u8]>, B: AsRef<[u8]>>(
                         // (The read guard must be gone before the flush takes the write lock.)
                         let next = s.read_layers().frozen.first().cloned();
                         let Some(f) = next else { break };
-                        flush_frozen(s, &f)?;
+                        if !flush_frozen(s, &f)? {
+                            return Ok(None); // stopping
+                        }
                     }
                 }
             }
@@ -941,8 +943,7 @@ fn background(s: Arc<Shared>) {
             retired = collect_retired(&s, std::mem::take(&mut retired))?;
             let frozen = s.read_layers().frozen.first().cloned();
             if let Some(f) = frozen {
-                flush_frozen(&s, &f)?;
-                did = true;
+                did = flush_frozen(&s, &f)?;
             } else if let Some(r) = merge_some(&s)? {
                 retired.extend(r);
                 did = true;
@@ -989,7 +990,8 @@ fn collect_retired(s: &Shared, retired: Vec<Arc<Run>>) -> Result<Vec<Arc<Run>>, 
     Ok(held)
 }
 
-fn flush_frozen(s: &Shared, f: &Arc<Frozen>) -> Result<(), StoreError> {
+/// Writes the oldest frozen memtable as a run; false if the index is stopping.
+fn flush_frozen(s: &Shared, f: &Arc<Frozen>) -> Result<bool, StoreError> {
     let id = s.next_id.fetch_add(1, Ordering::SeqCst);
     let Some((run, mut batch)) = write_run(
         s,
@@ -1001,7 +1003,7 @@ fn flush_frozen(s: &Shared, f: &Arc<Frozen>) -> Result<(), StoreError> {
         false,
     )?
     else {
-        return Ok(());
+        return Ok(false);
     };
     let mut m = s.lock_manifest();
     let prev_height = m.indexed_height;
@@ -1029,7 +1031,7 @@ fn flush_frozen(s: &Shared, f: &Arc<Frozen>) -> Result<(), StoreError> {
     if l.frozen.first().is_some_and(|x| Arc::ptr_eq(x, f)) {
         l.frozen.remove(0);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Merges one window of `fanout` neighbouring runs of similar size, if there
@@ -1235,7 +1237,7 @@ mod tests {
         }
         index.settle();
         // Give the background thread time to merge.
-        for _ in 0..200 {
+        for _ in 0..4000 {
             if index.stats().runs < 6 {
                 break;
             }

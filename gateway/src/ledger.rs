@@ -1754,7 +1754,7 @@ mod tests {
         };
         let (ledger, _) =
             Ledger::open_with(store.clone(), chain.clone(), end(), 1_000, small).unwrap();
-        let mut k = Kit {
+        let k = Kit {
             ledger,
             store: store.clone(),
             dept: SigningKey::from_seed(&test_seed("t.dept")),
@@ -1778,8 +1778,17 @@ mod tests {
             "{:?}",
             k.ledger.index_stats()
         );
-        let (ledger, _) = Ledger::open_with(store.clone(), chain, end(), 3_000, small).unwrap();
-        k.ledger = ledger;
+        // Close the ledger (and its index thread) before opening the store again.
+        let dept = k.dept.clone();
+        drop(k);
+        let (ledger, _) =
+            Ledger::open_with(store.clone(), chain.clone(), end(), 3_000, small).unwrap();
+        let k = Kit {
+            ledger,
+            store,
+            dept,
+            chain,
+        };
         for (n, loc) in written.iter().enumerate() {
             let id = format!("r{}-{}", n / 10, n % 10);
             let rk = RecordKey {
