@@ -21,7 +21,7 @@
 //! - **Merges**: [`IndexConfig::fanout`] runs of similar size are merged into
 //!   one (size-tiered, up to [`IndexConfig::max_run_entries`]);
 //!   the inputs are deleted only once no reader holds them.
-//! - **Look-ups**: memtable, frozen memtables, then runs newest first, each
+//! - **Look-ups**: memtable, frozen memtables, then runs largest first, each
 //!   run asked only if its Bloom filter admits the entry's *group* (the part of
 //!   the key a look-up names: a whole leaf key, a record's version prefix, a
 //!   subject's prefix).
@@ -58,7 +58,7 @@ impl Default for IndexConfig {
     fn default() -> Self {
         IndexConfig {
             memtable_entries: 1 << 19,
-            chunk_bytes: 32 * 1024,
+            chunk_bytes: 4 * 1024,
             batch_bytes: 256 << 10,
             fanout: 4,
             max_run_entries: 1 << 24,
@@ -75,6 +75,9 @@ type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
 pub type Entry = (Vec<u8>, Vec<u8>);
 
 const MANIFEST: &[u8] = b"Mindex";
+
+/// In the ledger's store: the height up to which blocks' entries were dropped.
+const FLOOR: &[u8] = b"Mindex-floor";
 
 /// Frozen memtables that may wait for the background thread before the
 /// writer waits too.
@@ -345,7 +348,7 @@ struct Layers {
     memtable: Entries,
     /// Frozen memtables, oldest first.
     frozen: Vec<Arc<Frozen>>,
-    /// Runs, oldest first.
+    /// Runs, largest first.
     runs: Vec<Arc<Run>>,
     /// Height of the last block in the memtable.
     height: u64,
@@ -391,7 +394,12 @@ impl Manifest {
 }
 
 struct Shared {
+    /// The ledger's store: the blocks' `K` values and the floor mark.
     store: Arc<dyn Store>,
+    /// Where the runs and the manifest live (a database of their own in
+    /// service, so that writing runs never holds the ledger's write lock or
+    /// adds to its flushes).
+    runs: Arc<dyn Store>,
     cfg: IndexConfig,
     group: GroupFn,
     layers: RwLock<Layers>,
@@ -439,11 +447,12 @@ impl Index {
     /// and rebuilds the memtable from the `K` values above the indexed height.
     pub fn open(
         store: Arc<dyn Store>,
+        runs_store: Arc<dyn Store>,
         cfg: IndexConfig,
         group: GroupFn,
         head_height: u64,
     ) -> Result<Index, StoreError> {
-        let manifest = match store.get(MANIFEST)? {
+        let manifest = match runs_store.get(MANIFEST)? {
             None => Manifest {
                 indexed_height: 0,
                 next_id: 0,
@@ -457,11 +466,28 @@ impl Index {
                 manifest.indexed_height
             )));
         }
+        // The blocks' entries up to the floor were dropped once runs held
+        // them: runs that do not reach it (a lost or replaced index
+        // database) would silently miss entries.
+        let floor = match store.get(FLOOR)? {
+            None => 0,
+            Some(b) => u64::from_be_bytes(
+                b.as_slice()
+                    .try_into()
+                    .map_err(|_| bad("index floor mark is malformed"))?,
+            ),
+        };
+        if manifest.indexed_height < floor {
+            return Err(bad(format!(
+                "the index database covers blocks up to {} but the ledger dropped their entries up to {floor}: the index database is missing or older than the ledger",
+                manifest.indexed_height
+            )));
+        }
         // Leftovers: metas of runs not in the manifest (merged away, their
         // deletion interrupted) and chunks of runs never finished (ids from next_id on).
         let mut cleanup = WriteBatch::new();
         let mut live = Vec::with_capacity(manifest.runs.len());
-        for (k, v) in store.scan_prefix(b"Y")? {
+        for (k, v) in runs_store.scan_prefix(b"Y")? {
             let id = u64::from_be_bytes(
                 k.get(1..9)
                     .and_then(|b| b.try_into().ok())
@@ -474,7 +500,7 @@ impl Index {
             } else {
                 cleanup.delete(k);
                 delete_range(
-                    store.as_ref(),
+                    runs_store.as_ref(),
                     &chunk_key(id, 0),
                     &chunk_key(id + 1, 0),
                     &mut cleanup,
@@ -482,7 +508,7 @@ impl Index {
             }
         }
         delete_range(
-            store.as_ref(),
+            runs_store.as_ref(),
             &chunk_key(manifest.next_id, 0),
             b"[",
             &mut cleanup,
@@ -490,18 +516,13 @@ impl Index {
         if live.len() != manifest.runs.len() {
             return Err(bad("index manifest names a run whose meta is missing"));
         }
-        live.sort_by_key(|r| {
-            manifest
-                .runs
-                .iter()
-                .position(|x| *x == r.id)
-                .unwrap_or(usize::MAX)
-        });
+        sort_runs(&mut live);
         if !cleanup.is_empty() {
-            store.commit(cleanup)?;
+            runs_store.commit(cleanup)?;
         }
         let shared = Arc::new(Shared {
             store: store.clone(),
+            runs: runs_store,
             cfg,
             group,
             layers: RwLock::new(Layers {
@@ -613,6 +634,16 @@ impl Index {
         }
     }
 
+    /// Bytes the runs take on disk when they have a store of their own (0 if
+    /// they share the ledger's, which counts them already).
+    pub fn size_on_disk(&self) -> u64 {
+        if Arc::ptr_eq(&self.shared.store, &self.shared.runs) {
+            0
+        } else {
+            self.shared.runs.size_on_disk()
+        }
+    }
+
     /// Waits until every frozen memtable is written (tests and benchmarks).
     pub fn settle(&self) {
         loop {
@@ -640,12 +671,12 @@ impl Index {
         };
         let mut end = key.to_vec();
         end.push(0);
-        for r in runs.iter().rev() {
+        for r in runs.iter() {
             if !r.bloom.may_contain(group) {
                 continue;
             }
             let mut found = None;
-            r.range(self.shared.store.as_ref(), key, &end, &mut |_, v| {
+            r.range(self.shared.runs.as_ref(), key, &end, &mut |_, v| {
                 found = Some(v.to_vec())
             })?;
             if found.is_some() {
@@ -678,11 +709,11 @@ impl Index {
             l.runs.clone()
         };
         let to = end.unwrap_or_else(|| vec![0xff; prefix.len() + 1]);
-        for r in runs.iter().rev() {
+        for r in runs.iter() {
             if !r.bloom.may_contain(prefix) {
                 continue;
             }
-            r.range(self.shared.store.as_ref(), prefix, &to, &mut |k, v| {
+            r.range(self.shared.runs.as_ref(), prefix, &to, &mut |k, v| {
                 out.entry(k.to_vec()).or_insert_with(|| v.to_vec());
             })?;
         }
@@ -706,6 +737,13 @@ impl Drop for Index {
             let _ = t.join();
         }
     }
+}
+
+/// Largest run first: a look-up that finds its entry (most entries are in
+/// the largest runs) asks fewer filters and chunks; order does not matter
+/// otherwise, since entries never change.
+fn sort_runs(runs: &mut [Arc<Run>]) {
+    runs.sort_by_key(|r| std::cmp::Reverse(r.entries));
 }
 
 /// The smallest key greater than every key starting with `prefix`.
@@ -809,7 +847,7 @@ fn write_run<A: AsRef<[u8]>, B: AsRef<[u8]>>(
                 if s.stopping() {
                     return Ok(None);
                 }
-                s.store.write(std::mem::take(&mut batch))?;
+                s.runs.write(std::mem::take(&mut batch))?;
                 // Background work at half duty: after each batch, rest as long
                 // as it took, so that the ledger writer and the request
                 // handlers keep their share of the CPU and of sled's write
@@ -985,7 +1023,7 @@ fn collect_retired(s: &Shared, retired: Vec<Arc<Run>>) -> Result<Vec<Arc<Run>>, 
                 b.delete(chunk_key(r.id, c as u32));
             }
         }
-        s.store.write(b)?;
+        s.runs.write(b)?;
     }
     Ok(held)
 }
@@ -1016,18 +1054,24 @@ fn flush_frozen(s: &Shared, f: &Arc<Frozen>) -> Result<bool, StoreError> {
     };
     batch.put(meta_key(id), run.encode_meta());
     batch.put(MANIFEST.to_vec(), manifest.encode());
+    // The run and manifest durable first, then the blocks' entries it now
+    // holds dropped from the ledger's store with the new floor.
+    s.runs.commit(batch)?;
+    let mut drop_blocks = WriteBatch::new();
     delete_range(
         s.store.as_ref(),
         &block_key(prev_height + 1),
         &block_key(f.height + 1),
-        &mut batch,
+        &mut drop_blocks,
     )?;
-    s.store.write(batch)?;
+    drop_blocks.put(FLOOR.to_vec(), f.height.to_be_bytes().to_vec());
+    s.store.write(drop_blocks)?;
     *m = manifest;
     drop(m);
     s.runs_written.fetch_add(1, Ordering::Relaxed);
     let mut l = s.write_layers();
     l.runs.push(Arc::new(run));
+    sort_runs(&mut l.runs);
     if l.frozen.first().is_some_and(|x| Arc::ptr_eq(x, f)) {
         l.frozen.remove(0);
     }
@@ -1063,7 +1107,7 @@ fn merge_some(s: &Shared) -> Result<Option<Vec<Arc<Run>>>, StoreError> {
     let merged = MergeIter {
         cursors: inputs
             .iter()
-            .map(|r| Cursor::new(s.store.as_ref(), r))
+            .map(|r| Cursor::new(s.runs.as_ref(), r))
             .collect(),
         heads: Vec::new(),
         started: false,
@@ -1093,13 +1137,14 @@ fn merge_some(s: &Shared) -> Result<Option<Vec<Arc<Run>>>, StoreError> {
     };
     batch.put(meta_key(id), run.encode_meta());
     batch.put(MANIFEST.to_vec(), manifest.encode());
-    s.store.write(batch)?;
+    s.runs.write(batch)?;
     *m = manifest;
     drop(m);
     s.runs_written.fetch_add(1, Ordering::Relaxed);
     let mut l = s.write_layers();
     l.runs.retain(|r| !ids.contains(&r.id));
     l.runs.push(Arc::new(run));
+    sort_runs(&mut l.runs);
     drop(l);
     Ok(Some(inputs))
 }
@@ -1175,7 +1220,7 @@ mod tests {
         ) {
             let store: Arc<dyn Store> = Arc::new(MemStore::new());
             let mut model: Entries = BTreeMap::new();
-            let mut index = Index::open(store.clone(), small(), group, 0).unwrap();
+            let mut index = Index::open(store.clone(), store.clone(), small(), group, 0).unwrap();
             for (h, entries) in blocks.iter().enumerate() {
                 let height = h as u64 + 1;
                 // The first value written for a key is the one kept (keys are immutable).
@@ -1198,7 +1243,7 @@ mod tests {
                         index.settle();
                     }
                     drop(index);
-                    index = Index::open(store.clone(), small(), group, height).unwrap();
+                    index = Index::open(store.clone(), store.clone(), small(), group, height).unwrap();
                 }
             }
             for p in &probes {
@@ -1227,7 +1272,7 @@ mod tests {
     #[test]
     fn runs_are_written_merged_and_their_leftovers_removed() {
         let store: Arc<dyn Store> = Arc::new(MemStore::new());
-        let index = Index::open(store.clone(), small(), group, 0).unwrap();
+        let index = Index::open(store.clone(), store.clone(), small(), group, 0).unwrap();
         for h in 1..=40u64 {
             let list: Vec<(Vec<u8>, Vec<u8>)> = (0..8u64)
                 .map(|i| {
@@ -1275,7 +1320,7 @@ mod tests {
         b.put(chunk_key(m.next_id, 0), encode_chunk(&[(b"zz", b"1")]));
         b.put(meta_key(m.next_id + 7), vec![0; 3]);
         store.commit(b).unwrap();
-        let index = Index::open(store.clone(), small(), group, 40).unwrap();
+        let index = Index::open(store.clone(), store.clone(), small(), group, 40).unwrap();
         assert!(store.get(&chunk_key(m.next_id, 0)).unwrap().is_none());
         assert!(store.get(&meta_key(m.next_id + 7)).unwrap().is_none());
         for h in 1..=40u64 {
@@ -1286,6 +1331,34 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_lost_index_database_is_refused_not_served_incomplete() {
+        let ledger: Arc<dyn Store> = Arc::new(MemStore::new());
+        let runs: Arc<dyn Store> = Arc::new(MemStore::new());
+        let index = Index::open(ledger.clone(), runs.clone(), small(), group, 0).unwrap();
+        for h in 1..=6u64 {
+            let list: Vec<Entry> = (0..8u64)
+                .map(|i| ((h * 100 + i).to_be_bytes().to_vec(), vec![1]))
+                .collect();
+            let mut b = WriteBatch::new();
+            b.put(block_key(h), Index::block_value(&list));
+            ledger.commit(b).unwrap();
+            index.insert_block(h, list);
+        }
+        index.settle();
+        drop(index);
+        assert!(ledger.get(FLOOR).unwrap().is_some(), "runs were written");
+        // The same ledger with an empty index database.
+        let e = Index::open(ledger.clone(), Arc::new(MemStore::new()), small(), group, 6)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("index database is missing"), "{e}");
+        // With its own, every entry is there.
+        let index = Index::open(ledger, runs, small(), group, 6).unwrap();
+        assert_eq!(index.get(&601u64.to_be_bytes()).unwrap(), Some(vec![1]));
+        assert_eq!(index.get(&107u64.to_be_bytes()).unwrap(), Some(vec![1]));
     }
 
     #[test]
@@ -1302,9 +1375,13 @@ mod tests {
             .encode(),
         );
         store.commit(b).unwrap();
-        let e = Index::open(store.clone(), small(), group, 4).err().unwrap();
+        let e = Index::open(store.clone(), store.clone(), small(), group, 4)
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("beyond the chain head"), "{e}");
-        let e = Index::open(store.clone(), small(), group, 5).err().unwrap();
+        let e = Index::open(store.clone(), store.clone(), small(), group, 5)
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("meta is missing"), "{e}");
     }
 }

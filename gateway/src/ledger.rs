@@ -19,7 +19,7 @@
 //! | `V` height | the block's stored records (values, record secret, subjects), packed like `T` |
 //! | `K` height | the block's secondary-index entries (below), until a run of [`crate::index`] covers them |
 //! | `S` record key | the record's revocations (the latest version is its last `R` entry) |
-//! | `Y`, `Z`, `M` `index` | the secondary index's runs and manifest ([`crate::index`]) |
+//! | `M` `index-floor` | the height up to which `K` values were dropped (runs hold them) |
 //! | `M` `layout` | the layout version of this table (`2`) |
 //!
 //! The secondary-index entries are not store keys of their own (one small
@@ -611,16 +611,26 @@ impl Ledger {
         endorser: Arc<dyn Endorser>,
         now_ms: u64,
     ) -> Result<(Self, OpenReport), LedgerError> {
-        Self::open_with(store, chain, endorser, now_ms, IndexConfig::default())
+        let index_store = store.clone();
+        Self::open_with(
+            store,
+            chain,
+            endorser,
+            now_ms,
+            IndexConfig::default(),
+            index_store,
+        )
     }
 
-    /// [`Ledger::open`] with the secondary index's sizes.
+    /// [`Ledger::open`] with the secondary index's sizes and the store its
+    /// runs are kept in (in service a database of its own beside the ledger's).
     pub fn open_with(
         store: Arc<dyn Store>,
         chain: ChainTrust,
         endorser: Arc<dyn Endorser>,
         now_ms: u64,
         index: IndexConfig,
+        index_store: Arc<dyn Store>,
     ) -> Result<(Self, OpenReport), LedgerError> {
         match store.get(b"Mchain")? {
             Some(found) if found != chain.chain_id().as_bytes() => {
@@ -671,7 +681,7 @@ impl Ledger {
             }
         }
         let (head, report) = Self::verify_all(store.as_ref(), &chain)?;
-        let index = Index::open(store.clone(), index, index_group, head.height)
+        let index = Index::open(store.clone(), index_store, index, index_group, head.height)
             .map_err(|e| corrupt(head.height, format!("secondary index: {e}")))?;
         Ok((
             Ledger {
@@ -817,7 +827,7 @@ impl Ledger {
     }
     /// Bytes on disk (estimate).
     pub fn size_on_disk(&self) -> u64 {
-        self.store.size_on_disk()
+        self.store.size_on_disk() + self.index.size_on_disk()
     }
     /// The certified header at `height`.
     pub fn header(&self, height: u64) -> Result<Option<CertifiedHeader>, LedgerError> {
@@ -1752,8 +1762,15 @@ mod tests {
             fanout: 3,
             max_run_entries: 2_000,
         };
-        let (ledger, _) =
-            Ledger::open_with(store.clone(), chain.clone(), end(), 1_000, small).unwrap();
+        let (ledger, _) = Ledger::open_with(
+            store.clone(),
+            chain.clone(),
+            end(),
+            1_000,
+            small,
+            store.clone(),
+        )
+        .unwrap();
         let k = Kit {
             ledger,
             store: store.clone(),
@@ -1781,8 +1798,15 @@ mod tests {
         // Close the ledger (and its index thread) before opening the store again.
         let dept = k.dept.clone();
         drop(k);
-        let (ledger, _) =
-            Ledger::open_with(store.clone(), chain.clone(), end(), 3_000, small).unwrap();
+        let (ledger, _) = Ledger::open_with(
+            store.clone(),
+            chain.clone(),
+            end(),
+            3_000,
+            small,
+            store.clone(),
+        )
+        .unwrap();
         let k = Kit {
             ledger,
             store,

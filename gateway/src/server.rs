@@ -144,6 +144,12 @@ impl Gateway {
         let store: Arc<dyn crate::store::Store> = Arc::new(
             SledStore::open(&cfg.data_dir.join("ledger")).context("opening the ledger store")?,
         );
+        // The ledger's look-up index in a database of its own: its background
+        // writes never hold the ledger's write lock or lengthen its flushes.
+        let index_store: Arc<dyn crate::store::Store> = Arc::new(
+            SledStore::open_with_cache(&cfg.data_dir.join("index"), 256 << 20)
+                .context("opening the index store")?,
+        );
         let light = Arc::new(
             LightClients::open(store.clone(), roots.clone(), &city.chain.chain_id)
                 .context("opening the light clients")?,
@@ -171,6 +177,7 @@ impl Gateway {
                 memtable_entries: cfg.ledger.index_memtable_entries,
                 ..crate::index::IndexConfig::default()
             },
+            index_store,
         )
         .context("opening the ledger")?;
         let ledger = Arc::new(ledger);

@@ -101,9 +101,14 @@ pub struct SledStore {
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(dir, 1 << 30)
+    }
+    /// Opens (or creates) the store in `dir` with a page cache of `bytes`.
+    pub fn open_with_cache(dir: &Path, bytes: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(bytes)
             .open()?;
         let tree = db.open_tree("ledger")?;
         Ok(SledStore { db, tree })
