@@ -414,6 +414,8 @@ struct Shared {
     next_id: AtomicU64,
     /// Runs written since open.
     runs_written: AtomicU64,
+    /// True while the background thread flushes or merges.
+    busy: AtomicBool,
 }
 
 /// Counters for metrics and benchmarks.
@@ -520,6 +522,10 @@ impl Index {
         if !cleanup.is_empty() {
             runs_store.commit(cleanup)?;
         }
+        // Blocks' entries a run already holds whose deletion was interrupted.
+        if floor > 0 {
+            drop_block_entries(store.as_ref(), 0, floor)?;
+        }
         let shared = Arc::new(Shared {
             store: store.clone(),
             runs: runs_store,
@@ -532,6 +538,7 @@ impl Index {
             }),
             next_id: AtomicU64::new(manifest.next_id),
             runs_written: AtomicU64::new(0),
+            busy: AtomicBool::new(true),
             manifest: Mutex::new(manifest),
             wake: Condvar::new(),
             wake_lock: Mutex::new(()),
@@ -654,6 +661,19 @@ impl Index {
         }
     }
 
+    /// Waits until the background thread has nothing left to flush or merge
+    /// (benchmarks).
+    pub fn quiesce(&self) {
+        loop {
+            let idle = !self.shared.busy.load(Ordering::SeqCst)
+                && self.shared.read_layers().frozen.is_empty();
+            if idle || self.failure().is_some() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let group = (self.shared.group)(key);
@@ -756,6 +776,30 @@ fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+/// Drops the `K` values of blocks `from..=to` from the ledger's store, a
+/// few at a time: a sled batch holds a process-wide write lock, and one batch
+/// of thousands of deletes held the ledger writer for tens of milliseconds.
+fn drop_block_entries(store: &dyn Store, from: u64, to: u64) -> Result<(), StoreError> {
+    let mut keys = Vec::new();
+    store.range(
+        &block_key(from),
+        &block_key(to.saturating_add(1)),
+        &mut |k, _| {
+            keys.push(k.to_vec());
+            true
+        },
+    )?;
+    for part in keys.chunks(64) {
+        let mut b = WriteBatch::new();
+        for k in part {
+            b.delete(k.clone());
+        }
+        store.write(b)?;
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    Ok(())
 }
 
 fn delete_range(
@@ -976,6 +1020,7 @@ fn background(s: Arc<Shared>) {
         if s.stopping() {
             return;
         }
+        s.busy.store(true, Ordering::SeqCst);
         let work = (|| -> Result<bool, StoreError> {
             let mut did = false;
             retired = collect_retired(&s, std::mem::take(&mut retired))?;
@@ -1006,6 +1051,7 @@ fn background(s: Arc<Shared>) {
         if s.stopping() || !s.read_layers().frozen.is_empty() {
             continue;
         }
+        s.busy.store(false, Ordering::SeqCst);
         let _ = s
             .wake
             .wait_timeout(g, std::time::Duration::from_millis(200));
@@ -1057,15 +1103,10 @@ fn flush_frozen(s: &Shared, f: &Arc<Frozen>) -> Result<bool, StoreError> {
     // The run and manifest durable first, then the blocks' entries it now
     // holds dropped from the ledger's store with the new floor.
     s.runs.commit(batch)?;
-    let mut drop_blocks = WriteBatch::new();
-    delete_range(
-        s.store.as_ref(),
-        &block_key(prev_height + 1),
-        &block_key(f.height + 1),
-        &mut drop_blocks,
-    )?;
-    drop_blocks.put(FLOOR.to_vec(), f.height.to_be_bytes().to_vec());
-    s.store.write(drop_blocks)?;
+    let mut floor = WriteBatch::new();
+    floor.put(FLOOR.to_vec(), f.height.to_be_bytes().to_vec());
+    s.store.write(floor)?;
+    drop_block_entries(s.store.as_ref(), prev_height + 1, f.height)?;
     *m = manifest;
     drop(m);
     s.runs_written.fetch_add(1, Ordering::Relaxed);

@@ -825,6 +825,10 @@ impl Ledger {
     pub fn settle_index(&self) {
         self.index.settle()
     }
+    /// Waits until the secondary index has no flush or merge left to do.
+    pub fn quiesce_index(&self) {
+        self.index.quiesce()
+    }
     /// Bytes on disk (estimate).
     pub fn size_on_disk(&self) -> u64 {
         self.store.size_on_disk() + self.index.size_on_disk()

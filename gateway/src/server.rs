@@ -147,7 +147,7 @@ impl Gateway {
         // The ledger's look-up index in a database of its own: its background
         // writes never hold the ledger's write lock or lengthen its flushes.
         let index_store: Arc<dyn crate::store::Store> = Arc::new(
-            SledStore::open_with_cache(&cfg.data_dir.join("index"), 256 << 20)
+            SledStore::open_derived(&cfg.data_dir.join("index"), 256 << 20)
                 .context("opening the index store")?,
         );
         let light = Arc::new(

@@ -105,10 +105,20 @@ impl SledStore {
     }
     /// Opens (or creates) the store in `dir` with a page cache of `bytes`.
     pub fn open_with_cache(dir: &Path, bytes: u64) -> Result<Self, StoreError> {
+        Self::open_tuned(dir, bytes, Some(500))
+    }
+    /// Opens a store for derived data: no periodic sync of its own (it syncs
+    /// on [`Store::commit`] only), so that its background writes do not queue
+    /// behind, or in front of, the ledger's flushes on the same disk.
+    pub fn open_derived(dir: &Path, bytes: u64) -> Result<Self, StoreError> {
+        Self::open_tuned(dir, bytes, None)
+    }
+    fn open_tuned(dir: &Path, bytes: u64, flush_every_ms: Option<u64>) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .cache_capacity(bytes)
+            .flush_every_ms(flush_every_ms)
             .open()?;
         let tree = db.open_tree("ledger")?;
         Ok(SledStore { db, tree })
