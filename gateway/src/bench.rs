@@ -250,6 +250,65 @@ async fn post_all(
     (start.elapsed().as_secs_f64(), lat)
 }
 
+/// Import batches posted two at a time, with the rate per window of records.
+struct ImportPipe {
+    inflight: std::collections::VecDeque<tokio::task::JoinHandle<anyhow::Result<usize>>>,
+    label: &'static str,
+    every: usize,
+    total: usize,
+    done: usize,
+    last: (Instant, usize),
+    /// Records/s in each window.
+    windows: Vec<f64>,
+}
+
+impl ImportPipe {
+    fn new(label: &'static str, every: usize, total: usize) -> Self {
+        ImportPipe {
+            inflight: std::collections::VecDeque::new(),
+            label,
+            every,
+            total,
+            done: 0,
+            last: (Instant::now(), 0),
+            windows: Vec::new(),
+        }
+    }
+    /// Sends a batch of `n` records; waits for the oldest once two are in flight.
+    async fn push(&mut self, client: &Arc<Client>, n: usize, body: Vec<u8>) -> anyhow::Result<()> {
+        let c = client.clone();
+        self.inflight.push_back(tokio::spawn(async move {
+            post_import(&c, body).await.map(|_| n)
+        }));
+        if self.inflight.len() >= 2 {
+            self.complete_one().await?;
+        }
+        Ok(())
+    }
+    async fn finish(&mut self) -> anyhow::Result<()> {
+        while !self.inflight.is_empty() {
+            self.complete_one().await?;
+        }
+        Ok(())
+    }
+    async fn complete_one(&mut self) -> anyhow::Result<()> {
+        let Some(h) = self.inflight.pop_front() else {
+            return Ok(());
+        };
+        self.done += h.await??;
+        if self.done - self.last.1 >= self.every || self.done == self.total {
+            let rate = (self.done - self.last.1) as f64 / self.last.0.elapsed().as_secs_f64();
+            self.windows.push(rate);
+            eprintln!(
+                "bench: {} {} ({rate:.0} records/s in the last window)",
+                self.label, self.done
+            );
+            self.last = (Instant::now(), self.done);
+        }
+        Ok(())
+    }
+}
+
 /// Posts one import body, retrying while the gateway is busy; every record must be written.
 async fn post_import(client: &Client, body: Vec<u8>) -> anyhow::Result<()> {
     loop {
@@ -386,9 +445,6 @@ pub async fn run(o: Options) -> anyhow::Result<Vec<Figure>> {
     let k = key(DEPT);
     let sk = subject_key("nanjing");
     let t0 = Instant::now();
-    let mut done = 0usize;
-    let mut windows = Vec::new();
-    let mut last = (Instant::now(), 0usize);
     let mut next_id = 0u64;
     let (txq, mut rxq) = tokio::sync::mpsc::channel::<crate::records::ImportRequest>(2);
     let batch = o.import_batch;
@@ -413,49 +469,18 @@ pub async fn run(o: Options) -> anyhow::Result<Vec<Figure>> {
         }
     });
     // Two batches in flight: the gateway checks one while it writes the other.
-    let mut inflight: std::collections::VecDeque<tokio::task::JoinHandle<anyhow::Result<usize>>> =
-        std::collections::VecDeque::new();
-    let record_done = |n: usize,
-                       done: &mut usize,
-                       windows: &mut Vec<(usize, f64)>,
-                       last: &mut (Instant, usize)| {
-        *done += n;
-        if *done - last.1 >= 100_000 || *done == total {
-            windows.push((
-                *done,
-                (*done - last.1) as f64 / last.0.elapsed().as_secs_f64(),
-            ));
-            eprintln!(
-                "bench: imported {done} ({:.0} records/s in the last window)",
-                windows.last().map(|w| w.1).unwrap_or(0.0)
-            );
-            *last = (Instant::now(), *done);
-        }
-    };
+    let mut pipe = ImportPipe::new("imported", 100_000, total);
     while let Some(req) = rxq.recv().await {
         let body = serde_json::to_vec(&req)?;
-        let n = req.records.len();
-        let c = client.clone();
-        inflight.push_back(tokio::spawn(async move {
-            post_import(&c, body).await.map(|_| n)
-        }));
-        if inflight.len() >= 2
-            && let Some(h) = inflight.pop_front()
-        {
-            let n = h.await??;
-            record_done(n, &mut done, &mut windows, &mut last);
-        }
+        pipe.push(&client, req.records.len(), body).await?;
     }
-    while let Some(h) = inflight.pop_front() {
-        let n = h.await??;
-        record_done(n, &mut done, &mut windows, &mut last);
-    }
+    pipe.finish().await?;
+    let windows = pipe.windows;
     producer.await?;
     let secs = t0.elapsed().as_secs_f64();
     let rate = total as f64 / secs;
     out.push(figure(&format!("bulk import, {total} records end to end on this machine (client prepares and signs, gateway checks and writes)"), rate, "records/s", "—", None));
-    let tail =
-        windows.iter().rev().take(3).map(|w| w.1).sum::<f64>() / windows.len().clamp(1, 3) as f64;
+    let tail = windows.iter().rev().take(3).sum::<f64>() / windows.len().clamp(1, 3) as f64;
     out.push(figure(
         "bulk import end to end, last windows",
         tail,
@@ -509,38 +534,12 @@ pub async fn run(o: Options) -> anyhow::Result<Vec<Figure>> {
         })
     })?;
     let t1 = Instant::now();
-    let mut pre_windows = Vec::new();
-    let (mut pdone, mut plast) = (0usize, (Instant::now(), 0usize));
-    let mut inflight: std::collections::VecDeque<tokio::task::JoinHandle<anyhow::Result<usize>>> =
-        std::collections::VecDeque::new();
-    let pre_record =
-        |n: usize, done: &mut usize, windows: &mut Vec<f64>, last: &mut (Instant, usize)| {
-            *done += n;
-            if *done - last.1 >= 200_000 || *done == pre_total {
-                windows.push((*done - last.1) as f64 / last.0.elapsed().as_secs_f64());
-                eprintln!(
-                    "bench: gateway-capacity import {done} ({:.0} records/s in the last window)",
-                    windows.last().copied().unwrap_or(0.0)
-                );
-                *last = (Instant::now(), *done);
-            }
-        };
+    let mut pipe = ImportPipe::new("gateway-capacity import", 200_000, pre_total);
     for (n, body) in bodies {
-        let c = client.clone();
-        inflight.push_back(tokio::spawn(async move {
-            post_import(&c, body).await.map(|_| n)
-        }));
-        if inflight.len() >= 2
-            && let Some(h) = inflight.pop_front()
-        {
-            let n = h.await??;
-            pre_record(n, &mut pdone, &mut pre_windows, &mut plast);
-        }
+        pipe.push(&client, n, body).await?;
     }
-    while let Some(h) = inflight.pop_front() {
-        let n = h.await??;
-        pre_record(n, &mut pdone, &mut pre_windows, &mut plast);
-    }
+    pipe.finish().await?;
+    let pre_windows = pipe.windows;
     let pre_secs = t1.elapsed().as_secs_f64();
     let pre_rate = pre_total as f64 / pre_secs;
     let pre_tail =

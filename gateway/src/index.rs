@@ -105,12 +105,17 @@ pub fn encode_entries<'a>(entries: impl ExactSizeIterator<Item = (&'a [u8], &'a 
     let mut out = Vec::with_capacity(4 + entries.len() * 64);
     out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
     for (k, v) in entries {
-        out.extend_from_slice(&(k.len() as u16).to_be_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-        out.extend_from_slice(k);
-        out.extend_from_slice(v);
+        push_item(&mut out, k, v);
     }
     out
+}
+
+/// One item: `u16 key length ‖ u32 value length ‖ key ‖ value`.
+fn push_item(out: &mut Vec<u8>, k: &[u8], v: &[u8]) {
+    out.extend_from_slice(&(k.len() as u16).to_be_bytes());
+    out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+    out.extend_from_slice(k);
+    out.extend_from_slice(v);
 }
 
 /// Decodes [`encode_entries`]; `None` if malformed.
@@ -143,10 +148,7 @@ fn encode_chunk(items: &[(&[u8], &[u8])]) -> Vec<u8> {
         off += (6 + k.len() + v.len()) as u32;
     }
     for (k, v) in items {
-        out.extend_from_slice(&(k.len() as u16).to_be_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-        out.extend_from_slice(k);
-        out.extend_from_slice(v);
+        push_item(&mut out, k, v);
     }
     out
 }

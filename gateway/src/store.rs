@@ -175,14 +175,7 @@ impl Store for SledStore {
         Ok(())
     }
     fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        let mut b = sled::Batch::default();
-        for (k, v) in batch.puts {
-            b.insert(k, v);
-        }
-        for k in batch.deletes {
-            b.remove(k);
-        }
-        self.tree.apply_batch(b)?;
+        self.write(batch)?;
         // sled syncs only every 500 ms on its own: flush before anyone is told "done".
         self.db.flush()?;
         Ok(())
