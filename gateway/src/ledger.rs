@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::index::{Index, IndexConfig};
-use crate::store::{Store, StoreError, WriteBatch};
+use crate::store::{Store, StoreError, WriteBatch, packed_count, packed_item};
 
 /// Why the ledger cannot be used or a write failed.
 #[derive(Debug, Error)]
@@ -319,45 +319,6 @@ pub struct PreparedTx {
     value: Vec<u8>,
 }
 
-/// Packs items into one value: `u32 count ‖ u32 offsets[count + 1] ‖ data`.
-fn pack<'a>(items: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
-    let n = items.len();
-    let total: usize = items.clone().map(<[u8]>::len).sum();
-    let mut out = Vec::with_capacity(4 + 4 * (n + 1) + total);
-    out.extend_from_slice(&(n as u32).to_be_bytes());
-    let mut off = 0u32;
-    out.extend_from_slice(&off.to_be_bytes());
-    for it in items.clone() {
-        off += it.len() as u32;
-        out.extend_from_slice(&off.to_be_bytes());
-    }
-    for it in items {
-        out.extend_from_slice(it);
-    }
-    out
-}
-
-fn packed_count(buf: &[u8]) -> Option<usize> {
-    Some(u32::from_be_bytes(buf.get(0..4)?.try_into().ok()?) as usize)
-}
-
-/// Item `i` of a [`pack`]ed value.
-fn packed_item(buf: &[u8], i: usize) -> Option<&[u8]> {
-    let n = packed_count(buf)?;
-    if i >= n {
-        return None;
-    }
-    let at = |k: usize| -> Option<usize> {
-        Some(u32::from_be_bytes(buf.get(4 + 4 * k..8 + 4 * k)?.try_into().ok()?) as usize)
-    };
-    let data = 4 + 4 * (n + 1);
-    let (a, b) = (at(i)?, at(i + 1)?);
-    if a > b {
-        return None;
-    }
-    buf.get(data + a..data + b)
-}
-
 impl PreparedTx {
     /// Prepares an (already verified) transaction.
     pub fn new(tx: &Transaction) -> Self {
@@ -407,6 +368,10 @@ pub enum Intent {
         root: Hash,
         /// The members, in batch order.
         members: Vec<Publish>,
+        /// [`flat_levels`] of the members' leaves (the hashes of their signing
+        /// bytes) as the caller computed them to check the seal: their top must
+        /// be `root`.
+        member_levels: Vec<u8>,
     },
     /// Record an access (a match answered or denied) before answering.
     Log(Box<AccessEntry>),
@@ -737,7 +702,7 @@ impl Ledger {
                     Some(p) => verify_link(p, &ch.header)
                         .map_err(|e| corrupt(height, format!("link: {e}")))?,
                 }
-                let packed = store.get(&key(b'T', &[&be8(height)]))?.unwrap_or_default();
+                let packed = store.get_pack(&key(b'T', &[&be8(height)]))?.unwrap_or_default();
                 let count = if packed.is_empty() {
                     0
                 } else {
@@ -856,23 +821,23 @@ impl Ledger {
     }
     /// Every transaction of the block at `height`, in order.
     pub fn block_txs(&self, height: u64) -> Result<Option<Vec<Vec<u8>>>, LedgerError> {
-        let mut out = None;
-        self.store.peek(&key(b'T', &[&be8(height)]), &mut |buf| {
-            let n = packed_count(buf).unwrap_or(0);
-            out = Some(
-                (0..n)
-                    .filter_map(|i| packed_item(buf, i).map(<[u8]>::to_vec))
-                    .collect(),
-            );
-        })?;
-        Ok(out)
+        let Some(buf) = self.store.get_pack(&key(b'T', &[&be8(height)]))? else {
+            return Ok(None);
+        };
+        let n = packed_count(&buf).unwrap_or(0);
+        Ok(Some(
+            (0..n)
+                .filter_map(|i| packed_item(&buf, i).map(<[u8]>::to_vec))
+                .collect(),
+        ))
     }
     /// The transaction bytes at a location.
     pub fn tx_bytes(&self, height: u64, index: u32) -> Result<Option<Vec<u8>>, LedgerError> {
         let mut out = None;
-        self.store.peek(&key(b'T', &[&be8(height)]), &mut |buf| {
-            out = packed_item(buf, index as usize).map(<[u8]>::to_vec);
-        })?;
+        self.store
+            .pack_item(&key(b'T', &[&be8(height)]), index as usize, &mut |item| {
+                out = Some(item.to_vec());
+            })?;
         Ok(out)
     }
     fn plain_bundle(&self, loc: &TxLocation) -> Result<Option<ProofBundle>, LedgerError> {
@@ -1004,9 +969,10 @@ impl Ledger {
                 .ok_or_else(|| corrupt(height, "malformed record pointer"))?,
         );
         let mut out = None;
-        self.store.peek(&key(b'V', &[&be8(height)]), &mut |buf| {
-            out = packed_item(buf, index as usize).map(StoredRecord::decode);
-        })?;
+        self.store
+            .pack_item(&key(b'V', &[&be8(height)]), index as usize, &mut |item| {
+                out = Some(StoredRecord::decode(item));
+            })?;
         match out {
             Some(Ok(r)) => Ok(Some(r)),
             Some(Err(e)) => Err(corrupt(height, format!("stored record: {e}"))),
@@ -1238,6 +1204,7 @@ impl Ledger {
                     seal,
                     root,
                     members,
+                    member_levels,
                 } => {
                     if let Some(info) = self.store.get(&key(b'B', &[&root.0]))? {
                         // The whole batch is already written (a resend after a lost answer).
@@ -1252,6 +1219,20 @@ impl Ledger {
                                     index: first + i as u32,
                                     leaf: m.tx.leaf,
                                 },
+                            })
+                            .collect();
+                        outcomes.push(os);
+                        continue;
+                    }
+                    let levels_fit = member_levels.len() >= 32 * members.len()
+                        && merkle::root_from_levels(&member_levels) == Some(root);
+                    if !levels_fit {
+                        let os = members
+                            .iter()
+                            .map(|_| Outcome::Rejected {
+                                code: "batch.inconsistent",
+                                message: "the batch's tree levels do not hash to its sealed root"
+                                    .into(),
                             })
                             .collect();
                         outcomes.push(os);
@@ -1308,13 +1289,19 @@ impl Ledger {
                     batch.put(key(b'B', &[&root.0]), info);
                     // Member leaves are the hashes of their signing bytes: the
                     // encoding minus the 37-byte batch authorization (02 ‖ root ‖ index).
-                    let member_leaves: Vec<Hash> = members
-                        .iter()
-                        .map(|m| {
-                            merkle::leaf_hash(&m.tx.bytes[..m.tx.bytes.len().saturating_sub(37)])
-                        })
-                        .collect();
-                    batch.put(key(b'L', &[&root.0]), flat_levels(&member_leaves));
+                    debug_assert_eq!(
+                        member_levels,
+                        flat_levels(
+                            &members
+                                .iter()
+                                .map(|m| merkle::leaf_hash(
+                                    &m.tx.bytes[..m.tx.bytes.len().saturating_sub(37)]
+                                ))
+                                .collect::<Vec<_>>()
+                        ),
+                        "member levels computed from other leaves"
+                    );
+                    batch.put(key(b'L', &[&root.0]), member_levels);
                     let mut os = Vec::with_capacity(members.len());
                     for m in members {
                         let loc = self.stage_publish(
@@ -1371,13 +1358,13 @@ impl Ledger {
         batch.put(Index::block_key(height), Index::block_value(&entries));
         // One value per block for the transactions and one for the stored records:
         // large values go in once, the per-record keys stay small.
-        batch.put(
+        batch.put_pack(
             key(b'T', &[&be8(height)]),
-            pack(txs.iter().map(|t| t.bytes.as_slice())),
+            txs.iter().map(|t| t.bytes.as_slice()),
         );
-        batch.put(
+        batch.put_pack(
             key(b'V', &[&be8(height)]),
-            pack(txs.iter().map(|t| t.value.as_slice())),
+            txs.iter().map(|t| t.value.as_slice()),
         );
         for k in revoked {
             if let Some(st) = states.get(&k) {
@@ -1661,12 +1648,12 @@ mod tests {
         let (_, r) = Ledger::open(k.store.clone(), k.chain.clone(), end.clone(), 4_000).unwrap();
         assert_eq!((r.blocks, r.transactions), (2, 5));
         let mut batch = WriteBatch::new();
-        let packed = k.store.get(&key(b'T', &[&be8(1)])).unwrap().unwrap();
+        let packed = k.store.get_pack(&key(b'T', &[&be8(1)])).unwrap().unwrap();
         let mut items: Vec<Vec<u8>> = (0..5)
             .map(|i| packed_item(&packed, i).unwrap().to_vec())
             .collect();
         items[2] = b"tampered".to_vec();
-        batch.put(key(b'T', &[&be8(1)]), pack(items.iter().map(Vec::as_slice)));
+        batch.put_pack(key(b'T', &[&be8(1)]), items.iter().map(Vec::as_slice));
         k.store.commit(batch).unwrap();
         match Ledger::open(k.store.clone(), k.chain.clone(), end, 4_000) {
             Err(LedgerError::Corrupt { height: 1, problem }) => {
@@ -1908,6 +1895,12 @@ mod tests {
         let intent = |members: &[Transaction]| Intent::Import {
             seal: PreparedTx::new(&seal),
             root,
+            member_levels: flat_levels(
+                &members
+                    .iter()
+                    .map(|m| merkle::leaf_hash(&m.signing_bytes()))
+                    .collect::<Vec<_>>(),
+            ),
             members: members
                 .iter()
                 .enumerate()
@@ -1943,5 +1936,55 @@ mod tests {
         );
         let out = k.ledger.apply(vec![intent(&members)], 5_000).unwrap();
         assert!(out[0].iter().all(|o| code(o) == "duplicate"));
+
+        // Levels that do not hash to the sealed root: nothing is written.
+        let (seal2, members2) = Transaction::batch(
+            "t-chain",
+            "t.dept",
+            (0..3)
+                .map(|i| TxBody::RecordCommit {
+                    record_type: "marriage".into(),
+                    record_id: format!("lvl{i}"),
+                    subjects: vec![SubjectRef(Hash([8; 32]))],
+                    version: 1,
+                    commitment: Hash([9 + i; 32]),
+                    issued_ms: 1,
+                })
+                .collect(),
+            &k.dept,
+        );
+        let root2 = match seal2.body {
+            TxBody::BatchSeal { root, .. } => root,
+            _ => unreachable!(),
+        };
+        let mut bad = intent(&members2);
+        if let Intent::Import {
+            seal,
+            root,
+            member_levels,
+            members,
+        } = &mut bad
+        {
+            *seal = PreparedTx::new(&seal2);
+            *root = root2;
+            // The members' leaves in another order: another root.
+            let mut leaves: Vec<Hash> = members2
+                .iter()
+                .map(|m| merkle::leaf_hash(&m.signing_bytes()))
+                .collect();
+            leaves.reverse();
+            *member_levels = flat_levels(&leaves);
+            for (i, m) in members.iter_mut().enumerate() {
+                m.key.record_id = format!("lvl{i}");
+            }
+        }
+        let before = k.ledger.head().height;
+        let out = k.ledger.apply(vec![bad], 6_000).unwrap();
+        assert!(
+            out[0].iter().all(|o| code(o) == "batch.inconsistent"),
+            "{:?}",
+            out[0]
+        );
+        assert_eq!(k.ledger.head().height, before, "no block was cut");
     }
 }

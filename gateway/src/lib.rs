@@ -43,4 +43,5 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod testkit;
+pub mod valuelog;
 pub mod writer;

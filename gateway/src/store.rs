@@ -9,6 +9,8 @@ use std::sync::RwLock;
 
 use thiserror::Error;
 
+use crate::valuelog::{Extent, ValueLog};
+
 /// A storage failure. The service stops writing after one (fail-stop).
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -31,6 +33,7 @@ type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
     puts: Vec<(Vec<u8>, Vec<u8>)>,
+    packs: Vec<(Vec<u8>, Vec<u8>)>,
     deletes: Vec<Vec<u8>>,
 }
 
@@ -43,22 +46,72 @@ impl WriteBatch {
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.puts.push((key, value));
     }
+    /// Adds an immutable [`pack`] of items under `key`, read back with
+    /// [`Store::pack_item`] and [`Store::get_pack`] (never with `get`, `range`
+    /// or `scan_prefix`). A store may keep large packs outside its tree.
+    pub fn put_pack<'a>(&mut self, key: Vec<u8>, items: impl ExactSizeIterator<Item = &'a [u8]> + Clone) {
+        self.packs.push((key, pack(items)));
+    }
     /// Adds a delete (applied after every put of the batch).
     pub fn delete(&mut self, key: Vec<u8>) {
         self.deletes.push(key);
     }
     /// Number of puts and deletes.
     pub fn len(&self) -> usize {
-        self.puts.len() + self.deletes.len()
+        self.puts.len() + self.packs.len() + self.deletes.len()
     }
     /// True if there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.puts.is_empty() && self.deletes.is_empty()
+        self.len() == 0
     }
     /// Total bytes of keys and values.
     pub fn bytes(&self) -> usize {
-        self.puts.iter().map(|(k, v)| k.len() + v.len()).sum()
+        self.puts
+            .iter()
+            .chain(&self.packs)
+            .map(|(k, v)| k.len() + v.len())
+            .sum()
     }
+}
+
+/// Packs items into one value: `u32 count ‖ u32 offsets[count + 1] ‖ data`.
+pub fn pack<'a>(items: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+    let n = items.len();
+    let total: usize = items.clone().map(<[u8]>::len).sum();
+    let mut out = Vec::with_capacity(4 + 4 * (n + 1) + total);
+    out.extend_from_slice(&(n as u32).to_be_bytes());
+    let mut off = 0u32;
+    out.extend_from_slice(&off.to_be_bytes());
+    for it in items.clone() {
+        off += it.len() as u32;
+        out.extend_from_slice(&off.to_be_bytes());
+    }
+    for it in items {
+        out.extend_from_slice(it);
+    }
+    out
+}
+
+/// The number of items in a [`pack`]ed value.
+pub fn packed_count(buf: &[u8]) -> Option<usize> {
+    Some(u32::from_be_bytes(buf.get(0..4)?.try_into().ok()?) as usize)
+}
+
+/// Item `i` of a [`pack`]ed value.
+pub fn packed_item(buf: &[u8], i: usize) -> Option<&[u8]> {
+    let n = packed_count(buf)?;
+    if i >= n {
+        return None;
+    }
+    let at = |k: usize| -> Option<usize> {
+        Some(u32::from_be_bytes(buf.get(4 + 4 * k..8 + 4 * k)?.try_into().ok()?) as usize)
+    };
+    let data = 4 + 4 * (n + 1);
+    let (a, b) = (at(i)?, at(i + 1)?);
+    if a > b {
+        return None;
+    }
+    buf.get(data + a..data + b)
 }
 
 /// A key-value store with atomic, durable batches.
@@ -90,12 +143,65 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Bytes used on disk (an estimate; 0 for memory).
     fn size_on_disk(&self) -> u64;
+    /// A whole pack written with [`WriteBatch::put_pack`].
+    fn get_pack(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(key)
+    }
+    /// Lets `f` look at item `i` of a pack; false if the pack or the item is absent.
+    fn pack_item(
+        &self,
+        key: &[u8],
+        i: usize,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool, StoreError> {
+        let mut found = false;
+        self.peek(key, &mut |buf| {
+            if let Some(item) = packed_item(buf, i) {
+                found = true;
+                f(item);
+            }
+        })?;
+        Ok(found)
+    }
 }
 
 /// The sled store: one tree, atomic batches, `flush` before returning.
+///
+/// A batch whose packs ([`WriteBatch::put_pack`]) come to [`PACKS_INLINE_MAX`]
+/// or more writes them to the store's [`ValueLog`] (`DIR/values/`), syncs it,
+/// and commits only a pointer per pack with the rest of the batch: big values
+/// are written once instead of being rewritten with every sled leaf
+/// consolidation. Pointers live under keys starting with [`RESERVED`], which
+/// no caller may use and no scan returns.
 pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
+    values: Option<ValueLog>,
+}
+
+/// Packs of one batch up to this many bytes in total stay inside sled.
+pub const PACKS_INLINE_MAX: usize = 64 * 1024;
+
+/// Key prefix of the pointers into the value log.
+pub const RESERVED: &[u8] = &[0xFF, b'v', b'l', 0];
+
+fn pointer_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(RESERVED.len() + key.len());
+    k.extend_from_slice(RESERVED);
+    k.extend_from_slice(key);
+    k
+}
+
+/// A pack's pointer: its extent and its item count.
+fn decode_pointer(v: &[u8]) -> Result<(Extent, usize), StoreError> {
+    let bad = || StoreError::Backend("value log: malformed pointer".into());
+    let at = Extent::decode(v).ok_or_else(bad)?;
+    let n = u32::from_be_bytes(
+        v.get(Extent::LEN..Extent::LEN + 4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(bad)?,
+    );
+    Ok((at, n as usize))
 }
 
 impl SledStore {
@@ -121,7 +227,24 @@ impl SledStore {
             .flush_every_ms(flush_every_ms)
             .open()?;
         let tree = db.open_tree("ledger")?;
-        Ok(SledStore { db, tree })
+        // Derived stores (the index) keep their packs inline: they have none.
+        let values = match flush_every_ms {
+            Some(_) => Some(ValueLog::open(&dir.join("values"))?),
+            None => None,
+        };
+        Ok(SledStore { db, tree, values })
+    }
+    fn pointer(&self, key: &[u8]) -> Result<Option<(&ValueLog, Extent, usize)>, StoreError> {
+        let Some(values) = &self.values else {
+            return Ok(None);
+        };
+        match self.tree.get(pointer_key(key))? {
+            None => Ok(None),
+            Some(v) => {
+                let (at, n) = decode_pointer(&v)?;
+                Ok(Some((values, at, n)))
+            }
+        }
     }
 }
 
@@ -142,11 +265,15 @@ impl Store for SledStore {
                 break;
             }
         }
-        let found = if upper.is_empty() {
+        let mut found = if upper.is_empty() {
             self.tree.last()?
         } else {
             self.tree.get_lt(&upper)?
         };
+        if found.as_ref().is_some_and(|(k, _)| k.starts_with(RESERVED)) {
+            // The pointers are one contiguous range: the answer is below it.
+            found = self.tree.get_lt(RESERVED)?;
+        }
         Ok(found
             .filter(|(k, _)| k.starts_with(prefix))
             .map(|(k, _)| k.to_vec()))
@@ -154,6 +281,7 @@ impl Store for SledStore {
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
         self.tree
             .scan_prefix(prefix)
+            .filter(|r| !r.as_ref().is_ok_and(|(k, _)| k.starts_with(RESERVED)))
             .map(|r| {
                 r.map(|(k, v)| (k.to_vec(), v.to_vec()))
                     .map_err(StoreError::from)
@@ -168,6 +296,9 @@ impl Store for SledStore {
     ) -> Result<(), StoreError> {
         for r in self.tree.range(from..to) {
             let (k, v) = r?;
+            if k.starts_with(RESERVED) {
+                continue;
+            }
             if !f(&k, &v) {
                 break;
             }
@@ -183,16 +314,74 @@ impl Store for SledStore {
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
         for (k, v) in batch.puts {
+            debug_assert!(!k.starts_with(RESERVED), "reserved key prefix");
             b.insert(k, v);
         }
+        let pack_bytes: usize = batch.packs.iter().map(|(_, v)| v.len()).sum();
+        match &self.values {
+            Some(values) if pack_bytes >= PACKS_INLINE_MAX => {
+                for (k, v) in &batch.packs {
+                    let at = values.append(v)?;
+                    let mut ptr = at.encode().to_vec();
+                    ptr.extend_from_slice(&(packed_count(v).unwrap_or(0) as u32).to_be_bytes());
+                    b.insert(pointer_key(k), ptr);
+                }
+                // The values are durable before any pointer to them can be.
+                values.sync()?;
+            }
+            _ => {
+                for (k, v) in batch.packs {
+                    b.insert(k, v);
+                }
+            }
+        }
         for k in batch.deletes {
+            if self.values.is_some() {
+                b.remove(pointer_key(&k));
+            }
             b.remove(k);
         }
         self.tree.apply_batch(b)?;
         Ok(())
     }
     fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db.size_on_disk().unwrap_or(0) + self.values.as_ref().map_or(0, ValueLog::size)
+    }
+    fn get_pack(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(v) = self.tree.get(key)? {
+            return Ok(Some(v.to_vec()));
+        }
+        match self.pointer(key)? {
+            None => Ok(None),
+            Some((values, at, _)) => values.read(at, 0, at.len as usize).map(Some),
+        }
+    }
+    fn pack_item(
+        &self,
+        key: &[u8],
+        i: usize,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool, StoreError> {
+        if let Some(v) = self.tree.get(key)? {
+            return Ok(packed_item(&v, i).map(|item| f(item)).is_some());
+        }
+        let Some((values, at, n)) = self.pointer(key)? else {
+            return Ok(false);
+        };
+        if i >= n {
+            return Ok(false);
+        }
+        // Two reads: the item's two offsets, then the item.
+        let offs = values.read(at, 4 + 4 * i as u64, 8)?;
+        let a = u32::from_be_bytes([offs[0], offs[1], offs[2], offs[3]]) as u64;
+        let b = u32::from_be_bytes([offs[4], offs[5], offs[6], offs[7]]) as u64;
+        if a > b {
+            return Err(StoreError::Backend("value log: malformed pack offsets".into()));
+        }
+        let data = 4 + 4 * (n as u64 + 1);
+        let item = values.read(at, data + a, (b - a) as usize)?;
+        f(&item);
+        Ok(true)
     }
 }
 
@@ -255,7 +444,7 @@ impl Store for MemStore {
             .map
             .write()
             .map_err(|_| StoreError::Backend("memory store poisoned".into()))?;
-        for (k, v) in batch.puts {
+        for (k, v) in batch.puts.into_iter().chain(batch.packs) {
             m.insert(k, v);
         }
         for k in batch.deletes {
@@ -332,6 +521,62 @@ mod tests {
             proptest::prop_assert_eq!(mem.last_key_with_prefix(&prefix).unwrap(), want.clone());
             proptest::prop_assert_eq!(sled.last_key_with_prefix(&prefix).unwrap(), want);
         }
+    }
+
+    fn packs(s: &dyn Store, big: bool) {
+        let items: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| vec![i as u8; if big { 300 + i as usize } else { 3 }])
+            .collect();
+        let mut b = WriteBatch::new();
+        b.put_pack(b"Tp".to_vec(), items.iter().map(Vec::as_slice));
+        b.put(b"Tq".to_vec(), b"plain".to_vec());
+        s.commit(b).unwrap();
+        for i in [0usize, 1, 150, 299] {
+            let mut got = None;
+            assert!(s.pack_item(b"Tp", i, &mut |it| got = Some(it.to_vec())).unwrap());
+            assert_eq!(got.as_deref(), Some(items[i].as_slice()), "item {i}");
+        }
+        assert!(!s.pack_item(b"Tp", 300, &mut |_| panic!()).unwrap(), "past the end");
+        assert!(!s.pack_item(b"Tz", 0, &mut |_| panic!()).unwrap(), "no such pack");
+        let whole = s.get_pack(b"Tp").unwrap().unwrap();
+        assert_eq!(whole, pack(items.iter().map(Vec::as_slice)));
+        let keys: Vec<Vec<u8>> = s.scan_prefix(b"").unwrap().into_iter().map(|(k, _)| k).collect();
+        assert!(
+            keys.iter().all(|k| !k.starts_with(RESERVED)),
+            "pointers are never scanned: {keys:?}"
+        );
+        assert_eq!(s.last_key_with_prefix(b"").unwrap().as_deref(), Some(&b"Tq"[..]));
+    }
+
+    #[test]
+    fn packs_read_back_alike_inline_and_in_the_value_log() {
+        packs(&MemStore::new(), true);
+        packs(&MemStore::new(), false);
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        packs(&s, false);
+        assert_eq!(s.values.as_ref().unwrap().size(), 0, "a small pack stays in sled");
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            packs(&s, true);
+            assert!(
+                s.values.as_ref().unwrap().size() > PACKS_INLINE_MAX as u64,
+                "a large pack goes to the value log"
+            );
+        }
+        // After a reopen the pointer and the bytes are both there.
+        let s = SledStore::open(dir.path()).unwrap();
+        let mut got = None;
+        assert!(s.pack_item(b"Tp", 7, &mut |it| got = Some(it.len())).unwrap());
+        assert_eq!(got, Some(307));
+        // A lost segment is an error, never an absent value.
+        drop(s);
+        std::fs::remove_file(dir.path().join("values").join("00000000.vlog")).unwrap();
+        std::fs::write(dir.path().join("values").join("00000000.vlog"), b"").unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert!(s.pack_item(b"Tp", 7, &mut |_| {}).is_err());
+        assert!(s.get_pack(b"Tp").is_err());
     }
 
     #[test]

@@ -278,7 +278,11 @@ pub async fn import(
             .iter()
             .map(|p| proofs::merkle::leaf_hash(&p.signing_bytes))
             .collect();
-        let root = proofs::merkle::MerkleTree::from_leaf_hashes(&leaves).root();
+        // The levels go to the ledger with the batch (it stores them for member
+        // paths), so the writer does not hash the batch a second time.
+        let member_levels = proofs::merkle::flat_levels(&leaves);
+        let root = proofs::merkle::root_from_levels(&member_levels)
+            .ok_or_else(|| ApiError::internal("an empty batch has no root"))?;
         let seal_body = TxBody::BatchSeal {
             root,
             count: bodies.len() as u32,
@@ -326,6 +330,7 @@ pub async fn import(
             seal: PreparedTx::new(&seal),
             root,
             members,
+            member_levels,
         })
     })
     .await
