@@ -702,7 +702,9 @@ impl Ledger {
                     Some(p) => verify_link(p, &ch.header)
                         .map_err(|e| corrupt(height, format!("link: {e}")))?,
                 }
-                let packed = store.get_pack(&key(b'T', &[&be8(height)]))?.unwrap_or_default();
+                let packed = store
+                    .get_pack(&key(b'T', &[&be8(height)]))?
+                    .unwrap_or_default();
                 let count = if packed.is_empty() {
                     0
                 } else {

@@ -49,7 +49,11 @@ impl WriteBatch {
     /// Adds an immutable [`pack`] of items under `key`, read back with
     /// [`Store::pack_item`] and [`Store::get_pack`] (never with `get`, `range`
     /// or `scan_prefix`). A store may keep large packs outside its tree.
-    pub fn put_pack<'a>(&mut self, key: Vec<u8>, items: impl ExactSizeIterator<Item = &'a [u8]> + Clone) {
+    pub fn put_pack<'a>(
+        &mut self,
+        key: Vec<u8>,
+        items: impl ExactSizeIterator<Item = &'a [u8]> + Clone,
+    ) {
         self.packs.push((key, pack(items)));
     }
     /// Adds a delete (applied after every put of the batch).
@@ -363,7 +367,7 @@ impl Store for SledStore {
         f: &mut dyn FnMut(&[u8]),
     ) -> Result<bool, StoreError> {
         if let Some(v) = self.tree.get(key)? {
-            return Ok(packed_item(&v, i).map(|item| f(item)).is_some());
+            return Ok(packed_item(&v, i).map(&mut *f).is_some());
         }
         let Some((values, at, n)) = self.pointer(key)? else {
             return Ok(false);
@@ -376,7 +380,9 @@ impl Store for SledStore {
         let a = u32::from_be_bytes([offs[0], offs[1], offs[2], offs[3]]) as u64;
         let b = u32::from_be_bytes([offs[4], offs[5], offs[6], offs[7]]) as u64;
         if a > b {
-            return Err(StoreError::Backend("value log: malformed pack offsets".into()));
+            return Err(StoreError::Backend(
+                "value log: malformed pack offsets".into(),
+            ));
         }
         let data = 4 + 4 * (n as u64 + 1);
         let item = values.read(at, data + a, (b - a) as usize)?;
@@ -533,19 +539,36 @@ mod tests {
         s.commit(b).unwrap();
         for i in [0usize, 1, 150, 299] {
             let mut got = None;
-            assert!(s.pack_item(b"Tp", i, &mut |it| got = Some(it.to_vec())).unwrap());
+            assert!(
+                s.pack_item(b"Tp", i, &mut |it| got = Some(it.to_vec()))
+                    .unwrap()
+            );
             assert_eq!(got.as_deref(), Some(items[i].as_slice()), "item {i}");
         }
-        assert!(!s.pack_item(b"Tp", 300, &mut |_| panic!()).unwrap(), "past the end");
-        assert!(!s.pack_item(b"Tz", 0, &mut |_| panic!()).unwrap(), "no such pack");
+        assert!(
+            !s.pack_item(b"Tp", 300, &mut |_| panic!()).unwrap(),
+            "past the end"
+        );
+        assert!(
+            !s.pack_item(b"Tz", 0, &mut |_| panic!()).unwrap(),
+            "no such pack"
+        );
         let whole = s.get_pack(b"Tp").unwrap().unwrap();
         assert_eq!(whole, pack(items.iter().map(Vec::as_slice)));
-        let keys: Vec<Vec<u8>> = s.scan_prefix(b"").unwrap().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<Vec<u8>> = s
+            .scan_prefix(b"")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert!(
             keys.iter().all(|k| !k.starts_with(RESERVED)),
             "pointers are never scanned: {keys:?}"
         );
-        assert_eq!(s.last_key_with_prefix(b"").unwrap().as_deref(), Some(&b"Tq"[..]));
+        assert_eq!(
+            s.last_key_with_prefix(b"").unwrap().as_deref(),
+            Some(&b"Tq"[..])
+        );
     }
 
     #[test]
@@ -555,7 +578,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path()).unwrap();
         packs(&s, false);
-        assert_eq!(s.values.as_ref().unwrap().size(), 0, "a small pack stays in sled");
+        assert_eq!(
+            s.values.as_ref().unwrap().size(),
+            0,
+            "a small pack stays in sled"
+        );
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SledStore::open(dir.path()).unwrap();
@@ -568,7 +595,10 @@ mod tests {
         // After a reopen the pointer and the bytes are both there.
         let s = SledStore::open(dir.path()).unwrap();
         let mut got = None;
-        assert!(s.pack_item(b"Tp", 7, &mut |it| got = Some(it.len())).unwrap());
+        assert!(
+            s.pack_item(b"Tp", 7, &mut |it| got = Some(it.len()))
+                .unwrap()
+        );
         assert_eq!(got, Some(307));
         // A lost segment is an error, never an absent value.
         drop(s);

@@ -90,7 +90,10 @@ impl ValueLog {
             let entry = entry.map_err(|e| io("list", dir, e))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if let Some(n) = name.strip_suffix(".vlog").and_then(|s| s.parse::<u32>().ok()) {
+            if let Some(n) = name
+                .strip_suffix(".vlog")
+                .and_then(|s| s.parse::<u32>().ok())
+            {
                 numbers.push(n);
             }
         }
@@ -224,7 +227,12 @@ impl ValueLog {
     pub fn size(&self) -> u64 {
         self.files
             .read()
-            .map(|fs| fs.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum())
+            .map(|fs| {
+                fs.iter()
+                    .filter_map(|f| f.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
             .unwrap_or(0)
     }
 }
@@ -248,7 +256,10 @@ mod tests {
         let log = ValueLog::open(dir.path()).unwrap();
         assert_eq!(log.read(a, 0, 5).unwrap(), b"hello");
         assert_eq!(log.read(b, 990, 10).unwrap(), vec![7u8; 10]);
-        assert!(log.read(b, 995, 10).is_err(), "a read past the value is refused");
+        assert!(
+            log.read(b, 995, 10).is_err(),
+            "a read past the value is refused"
+        );
         let c = log.append(b"x").unwrap();
         assert_eq!(c.offset, 1005, "appends continue at the end");
         drop(log);
