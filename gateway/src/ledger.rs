@@ -22,6 +22,11 @@
 //! | `M` `index-floor` | the height up to which `K` values were dropped (runs hold them) |
 //! | `M` `layout` | the layout version of this table (`2`) |
 //!
+//! `T` and `V` are written as packs ([`WriteBatch::put_pack`]): when a block's
+//! packs come to 64 KiB or more, the sled store keeps them in its append-only
+//! value log ([`crate::valuelog`]) and only a pointer in the tree; they are
+//! read one item at a time ([`Store::pack_item`]).
+//!
 //! The secondary-index entries are not store keys of their own (one small
 //! sled insert per entry was the writer's bottleneck) but entries of
 //! [`crate::index::Index`], written with the block as one `K` value:
