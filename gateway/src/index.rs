@@ -5,13 +5,14 @@
 //! Why not one store key per entry: sled 0.34 spends 14–22 µs of the single
 //! writer's time on every small insert (it copies the touched leaf node), and a
 //! record needs three or four index entries; that capped durable ingest near
-//! 12,000 records/s. Here a block's entries cost **one** store put (`K`
-//! height, written in the block's own atomic, flushed batch), so nothing
-//! acknowledged depends on the rest of this module: everything below is
-//! derived from the `K` values and can be rebuilt from them.
+//! 12,000 records/s. Here a block's entries cost no store write in the
+//! block's batch at all: they are a function of the block's transactions
+//! (the ledger derives them again on open), so nothing acknowledged depends
+//! on the rest of this module. Stores written by earlier versions hold the
+//! entries as one `K` height value per block; those are still replayed.
 //!
 //! - **Memtable**: entries of blocks above the manifest's indexed height, in
-//!   memory, rebuilt from their `K` values on open.
+//!   memory, rebuilt on open from the blocks (or their `K` values).
 //! - **Runs**: when the memtable holds [`IndexConfig::memtable_entries`], it is
 //!   frozen and a background thread writes it as one sorted, immutable run:
 //!   chunks of about [`IndexConfig::chunk_bytes`] (`Z` id chunk), a meta value
@@ -449,12 +450,29 @@ impl Index {
     /// Opens the index on `store` for a chain whose head is at `head_height`:
     /// loads the runs, removes what an interrupted write or merge left behind,
     /// and rebuilds the memtable from the `K` values above the indexed height.
+    #[cfg(test)]
     pub fn open(
         store: Arc<dyn Store>,
         runs_store: Arc<dyn Store>,
         cfg: IndexConfig,
         group: GroupFn,
         head_height: u64,
+    ) -> Result<Index, StoreError> {
+        Self::open_deriving(store, runs_store, cfg, group, head_height, &|_| {
+            Ok(Vec::new())
+        })
+    }
+
+    /// [`Index::open`] for a store whose blocks have no `K` value: the
+    /// entries of each block above the indexed height without one are
+    /// `derive(height)`.
+    pub fn open_deriving(
+        store: Arc<dyn Store>,
+        runs_store: Arc<dyn Store>,
+        cfg: IndexConfig,
+        group: GroupFn,
+        head_height: u64,
+        derive: &dyn Fn(u64) -> Result<Vec<Entry>, StoreError>,
     ) -> Result<Index, StoreError> {
         let manifest = match runs_store.get(MANIFEST)? {
             None => Manifest {
@@ -569,13 +587,24 @@ impl Index {
             shared,
             thread: Some(index_thread),
         };
-        for (h, v) in replay {
-            let entries = decode_entries(&v)
-                .ok_or_else(|| bad(format!("index entries of block {h} are malformed")))?;
-            index.insert_block(
-                h,
-                entries.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())),
-            );
+        // Blocks written with a `K` value (stores of earlier versions) replay
+        // it; the others are derived from their transactions.
+        let mut replay = replay.into_iter().peekable();
+        for h in from..=head_height {
+            if replay.peek().is_some_and(|(kh, _)| *kh == h) {
+                let (_, v) = replay.next().unwrap_or_default();
+                let entries = decode_entries(&v)
+                    .ok_or_else(|| bad(format!("index entries of block {h} are malformed")))?;
+                index.insert_block(
+                    h,
+                    entries.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())),
+                );
+            } else {
+                let entries = derive(h)?;
+                if !entries.is_empty() {
+                    index.insert_block(h, entries);
+                }
+            }
         }
         // Blocks without entries above the last replayed one still count as indexed.
         index.shared.write_layers().height = head_height;

@@ -17,7 +17,7 @@
 //! | `T` height | the block's transactions, packed (`u32 n ‖ u32 offsets[n+1] ‖ bytes`) |
 //! | `N` height | the block's tree levels ([`proofs::merkle::flat_levels`]) |
 //! | `V` height | the block's stored records (values, record secret, subjects), packed like `T` |
-//! | `K` height | the block's secondary-index entries (below), until a run of [`crate::index`] covers them |
+//! | `K` height | (stores of earlier versions only) the block's secondary-index entries, until a run of [`crate::index`] covers them |
 //! | `S` record key | the record's revocations (the latest version is its last `R` entry) |
 //! | `M` `index-floor` | the height up to which `K` values were dropped (runs hold them) |
 //! | `M` `layout` | the layout version of this table (`2`) |
@@ -29,7 +29,8 @@
 //!
 //! The secondary-index entries are not store keys of their own (one small
 //! sled insert per entry was the writer's bottleneck) but entries of
-//! [`crate::index::Index`], written with the block as one `K` value:
+//! [`crate::index::Index`], derived from the block's transactions (and
+//! derived again from the stored `T` pack after a crash):
 //!
 //! | entry | value |
 //! |---|---|
@@ -545,6 +546,69 @@ fn loc_bytes(l: &TxLocation) -> Vec<u8> {
     b
 }
 
+/// The index entries of one stored transaction, derived from its bytes alone:
+/// `X` leaf → location for every transaction; for a record commitment also
+/// `R` record version → location and `J` subject ref ‖ record key. This is
+/// what [`Ledger::apply`] indexes for the block, so after a crash the
+/// memtable is rebuilt from the stored transactions instead of from a copy
+/// of the entries written with every block.
+fn tx_entries(
+    height: u64,
+    index: u32,
+    bytes: &[u8],
+    out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<(), LedgerError> {
+    let leaf = merkle::leaf_hash(bytes);
+    let loc = TxLocation {
+        height,
+        index,
+        leaf,
+    };
+    let tx = Transaction::decode(bytes)
+        .map_err(|e| corrupt(height, format!("stored transaction {index}: {e}")))?;
+    if let proofs::tx::TxBody::RecordCommit {
+        record_type,
+        record_id,
+        subjects,
+        version,
+        ..
+    } = tx.body
+    {
+        let kb = RecordKey {
+            department: tx.author,
+            record_type,
+            record_id,
+        }
+        .bytes();
+        for s in &subjects {
+            out.push((key(b'J', &[&s.0.0, &kb]), Vec::new()));
+        }
+        out.push((
+            key(b'R', &[&kb, &[0], &version.to_be_bytes()]),
+            loc_bytes(&loc),
+        ));
+    }
+    out.push((key(b'X', &[&leaf.0]), loc_bytes(&loc)));
+    Ok(())
+}
+
+/// The index entries of the stored block at `height` (none if it has no transactions).
+fn block_entries(store: &dyn Store, height: u64) -> Result<Vec<crate::index::Entry>, StoreError> {
+    let Some(packed) = store.get_pack(&key(b'T', &[&be8(height)]))? else {
+        return Ok(Vec::new());
+    };
+    let n = packed_count(&packed).unwrap_or(0);
+    let mut out = Vec::with_capacity(2 * n);
+    for i in 0..n {
+        let t = packed_item(&packed, i).ok_or_else(|| {
+            StoreError::Backend(format!("block {height}: malformed transaction pack"))
+        })?;
+        tx_entries(height, i as u32, t, &mut out)
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+    }
+    Ok(out)
+}
+
 /// Length of a full location: height, index and leaf.
 const LOC_LEN: usize = 8 + 4 + 32;
 
@@ -651,8 +715,16 @@ impl Ledger {
             }
         }
         let (head, report) = Self::verify_all(store.as_ref(), &chain)?;
-        let index = Index::open(store.clone(), index_store, index, index_group, head.height)
-            .map_err(|e| corrupt(head.height, format!("secondary index: {e}")))?;
+        let blocks = store.clone();
+        let index = Index::open_deriving(
+            store.clone(),
+            index_store,
+            index,
+            index_group,
+            head.height,
+            &|h| block_entries(blocks.as_ref(), h),
+        )
+        .map_err(|e| corrupt(head.height, format!("secondary index: {e}")))?;
         Ok((
             Ledger {
                 store,
@@ -1362,7 +1434,22 @@ impl Ledger {
             };
             entries.push((key(b'X', &[&t.leaf.0]), loc_bytes(&loc)));
         }
-        batch.put(Index::block_key(height), Index::block_value(&entries));
+        // The entries are not stored: they are derived again from the
+        // block's transactions after a crash. Check here that the two agree.
+        #[cfg(debug_assertions)]
+        {
+            let mut derived = Vec::new();
+            for (i, t) in txs.iter().enumerate() {
+                tx_entries(height, i as u32, &t.bytes, &mut derived)?;
+            }
+            let mut mine = entries.clone();
+            mine.sort();
+            derived.sort();
+            debug_assert!(
+                mine == derived,
+                "block {height}: the index entries of apply differ from those derived from its transactions"
+            );
+        }
         // One value per block for the transactions and one for the stored records:
         // large values go in once, the per-record keys stay small.
         batch.put_pack(
@@ -1845,6 +1932,61 @@ mod tests {
         );
     }
 
+    /// A crash with every entry still in the memtable (no run written, nothing
+    /// flushed on close): the entries come back from the stored transactions.
+    #[test]
+    fn index_entries_are_derived_again_from_the_blocks_after_a_crash() {
+        let k = kit();
+        let mut written = Vec::new();
+        for block in 0..12 {
+            let intents: Vec<Intent> = (0..7)
+                .map(|i| publish(&k, &format!("c{block}-{i}"), 1, (block * 7 + i) as u8))
+                .collect();
+            for o in k.ledger.apply(intents, 2_000).unwrap() {
+                let Outcome::Written { location } = o[0] else {
+                    panic!("{o:?}")
+                };
+                written.push(location);
+            }
+        }
+        assert_eq!(
+            k.ledger.index_stats().runs,
+            0,
+            "everything is in the memtable"
+        );
+        // The disk as a SIGKILL leaves it: a copy of the store, no close.
+        let crashed = Arc::new(MemStore::new());
+        let mut copy = WriteBatch::new();
+        for (key, v) in k.store.scan_prefix(b"").unwrap() {
+            assert!(!key.starts_with(b"K"), "no per-block entries are stored");
+            copy.put(key, v);
+        }
+        crashed.commit(copy).unwrap();
+        let end = Arc::new(LocalEndorsers::new(vec![]));
+        let (ledger, _) = Ledger::open(crashed, k.chain.clone(), end, 3_000).unwrap();
+        for (n, loc) in written.iter().enumerate() {
+            let id = format!("c{}-{}", n / 7, n % 7);
+            let rk = RecordKey {
+                department: "t.dept".into(),
+                record_type: "marriage".into(),
+                record_id: id.clone(),
+            };
+            assert_eq!(
+                ledger.record_version(&rk, 1).unwrap().unwrap().location,
+                Some(*loc),
+                "{id}"
+            );
+            assert_eq!(ledger.locate(&loc.leaf).unwrap(), Some(*loc), "{id}");
+        }
+        assert_eq!(
+            ledger
+                .records_of_subject(&SubjectRef(Hash([9; 32])))
+                .unwrap()
+                .len(),
+            84
+        );
+    }
+
     #[test]
     fn revocation_and_import() {
         let k = kit();
@@ -1920,7 +2062,8 @@ mod tests {
                     record: StoredRecord {
                         version: 1,
                         subjects: vec![],
-                        subject_refs: vec![],
+                        // As in the members' bodies (the index derives from those).
+                        subject_refs: vec![SubjectRef(Hash([8; 32]))],
                         fields: BTreeMap::new(),
                         secret: [0; 32],
                         commitment: Hash([i as u8; 32]),
