@@ -47,6 +47,8 @@ pub struct Options {
     pub import_presigned: usize,
     /// Proofs to generate.
     pub proofs: usize,
+    /// The gateway's `[ledger] index_memtable_entries` (None: its default).
+    pub index_memtable_entries: Option<usize>,
 }
 
 /// One figure with its target and floor.
@@ -347,10 +349,12 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 /// Runs every ledger benchmark and returns the figures.
 pub async fn run(o: Options) -> anyhow::Result<Vec<Figure>> {
     let mut out = Vec::new();
-    let files = city_files(
-        "nanjing",
-        "[ledger]\nblock_interval_ms = 2\nmax_block_txs = 8192\nqueue = 4096\n",
-    );
+    let mut ledger =
+        "[ledger]\nblock_interval_ms = 2\nmax_block_txs = 8192\nqueue = 4096\n".to_owned();
+    if let Some(n) = o.index_memtable_entries {
+        ledger.push_str(&format!("index_memtable_entries = {n}\n"));
+    }
+    let files = city_files("nanjing", &ledger);
     let gw = start(&files).await;
 
     // 1. API ingest, throughput.
@@ -819,6 +823,7 @@ pub async fn all(quick: bool) -> anyhow::Result<AllReport> {
         import_batch: 4096,
         import_presigned: 1_000_000 / k,
         proofs: 200_000 / k,
+        index_memtable_entries: None,
     })
     .await?;
     benchmarks.push((

@@ -447,9 +447,7 @@ fn bad(problem: impl Into<String>) -> StoreError {
 }
 
 impl Index {
-    /// Opens the index on `store` for a chain whose head is at `head_height`:
-    /// loads the runs, removes what an interrupted write or merge left behind,
-    /// and rebuilds the memtable from the `K` values above the indexed height.
+    /// `open_deriving` for tests whose blocks all carry `K` values.
     #[cfg(test)]
     pub fn open(
         store: Arc<dyn Store>,
@@ -463,9 +461,11 @@ impl Index {
         })
     }
 
-    /// [`Index::open`] for a store whose blocks have no `K` value: the
-    /// entries of each block above the indexed height without one are
-    /// `derive(height)`.
+    /// Opens the index on `store` for a chain whose head is at `head_height`:
+    /// loads the runs, removes what an interrupted write or merge left behind,
+    /// and rebuilds the memtable for the blocks above the indexed height,
+    /// from a block's `K` value where a store of an earlier version has one,
+    /// otherwise from `derive(height)`.
     pub fn open_deriving(
         store: Arc<dyn Store>,
         runs_store: Arc<dyn Store>,

@@ -267,6 +267,9 @@ enum BenchCommand {
         /// Proofs to generate.
         #[arg(long, default_value_t = 200_000)]
         proofs: usize,
+        /// The gateway's `[ledger] index_memtable_entries` (default: the gateway's default).
+        #[arg(long)]
+        index_memtable_entries: Option<usize>,
         /// Also write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -625,6 +628,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                     import_batch,
                     import_presigned,
                     proofs,
+                    index_memtable_entries,
                     json,
                 },
         } => {
@@ -636,6 +640,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 import_batch,
                 import_presigned,
                 proofs,
+                index_memtable_entries,
             })
             .await?;
             gateway::bench::print_table(&figs);
