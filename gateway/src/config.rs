@@ -19,7 +19,7 @@
 //! block_interval_ms = 2
 //! max_block_txs = 8192
 //! queue = 4096
-//! index_memtable_entries = 524288
+//! index_memtable_entries = 2097152
 //!
 //! [relay]             # optional: without it, no other city is reached
 //! listen = ["/ip4/0.0.0.0/tcp/4102"]

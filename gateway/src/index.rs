@@ -58,7 +58,7 @@ pub struct IndexConfig {
 impl Default for IndexConfig {
     fn default() -> Self {
         IndexConfig {
-            memtable_entries: 1 << 19,
+            memtable_entries: 1 << 21,
             chunk_bytes: 4 * 1024,
             batch_bytes: 256 << 10,
             fanout: 4,
