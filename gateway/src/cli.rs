@@ -745,34 +745,189 @@ pub enum UtilityCommand {
         #[arg(long)]
         reject: Option<String>,
     },
+    /// Receive pushed service requests: listen where the gateway's
+    /// `webhooks` setting points for this member, check each push (signed by
+    /// this city's gateway for this member; the centre's signature; the
+    /// delivery id), and print one JSON line per new request, shaped like
+    /// `inbox` output, before answering 200. The first line printed is
+    /// `listening on ADDR`. Close requests with `ack` as usual.
+    Receive {
+        /// Address to listen on (port 0 picks one).
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: String,
+        /// The recipient's HPKE key file.
+        #[arg(long, env = "TONGBAN_HPKE_KEY")]
+        hpke_key: PathBuf,
+        /// Accepted clock skew between the gateway and this host (ms).
+        #[arg(long, default_value_t = 30_000)]
+        clock_skew_ms: u64,
+    },
+}
+
+/// One inbox item as printed by `utility inbox` and `utility receive`.
+fn item_json(i: &crate::inbox::InboxItem, hpke: &proofs::seal::HpkeSecretKey) -> serde_json::Value {
+    let fields = crate::client::open_delivery(&i.delivery, hpke)
+        .map(serde_json::Value::Object)
+        .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }));
+    serde_json::json!({
+        "delivery": i.delivery.id,
+        "application": i.delivery.application,
+        "service": i.delivery.service,
+        "centre": i.delivery.centre,
+        "received_ms": i.received_ms,
+        "fields": fields,
+    })
+}
+
+struct Receiver {
+    registry: Registry,
+    roots: proofs::trust::TrustRoots,
+    verifier: crate::auth::Verifier,
+    member: String,
+    hpke: proofs::seal::HpkeSecretKey,
+    seen: std::sync::Mutex<std::collections::HashSet<proofs::Hash>>,
+}
+
+async fn receive_push(
+    axum::extract::State(r): axum::extract::State<std::sync::Arc<Receiver>>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use crate::webhook::MAX_PUSH_BODY;
+    use axum::response::IntoResponse;
+    let refuse = |status: u16, code: &str, message: String| {
+        (
+            axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::BAD_REQUEST),
+            axum::Json(serde_json::json!({ "code": code, "message": message })),
+        )
+            .into_response()
+    };
+    if req.method() != axum::http::Method::POST {
+        return refuse(405, "webhook.method", "only POST is accepted".into());
+    }
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_PUSH_BODY as u64) {
+        return refuse(
+            413,
+            "webhook.too_large",
+            format!("body larger than {MAX_PUSH_BODY} bytes"),
+        );
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_PUSH_BODY).await else {
+        return refuse(
+            413,
+            "webhook.too_large",
+            format!("body larger than {MAX_PUSH_BODY} bytes"),
+        );
+    };
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+    let presented = crate::auth::Presented {
+        member: header(crate::auth::MEMBER),
+        timestamp: header(crate::auth::TIMESTAMP),
+        nonce: header(crate::auth::NONCE),
+        signature: header(crate::auth::SIGNATURE),
+        method: "POST",
+        path_and_query: &pq,
+        body: &body,
+    };
+    let item = match crate::webhook::verify_push(
+        &r.roots,
+        &r.registry,
+        &r.verifier,
+        &r.member,
+        &presented,
+        SystemClock.now_ms(),
+    ) {
+        Ok(item) => item,
+        Err(e) => {
+            eprintln!("refused a push: {} ({})", e, e.code());
+            return refuse(e.status(), e.code(), e.to_string());
+        }
+    };
+    let new = r
+        .seen
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(item.delivery.id);
+    if new {
+        let line = item_json(&item, &r.hpke).to_string();
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            // Not printed: not acknowledged, so the gateway pushes it again.
+            r.seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&item.delivery.id);
+            return refuse(
+                503,
+                "webhook.output",
+                "could not write the request out".into(),
+            );
+        }
+    }
+    axum::Json(serde_json::json!({ "delivery": item.delivery.id, "new": new })).into_response()
+}
+
+async fn receive(
+    id: Identity,
+    listen: &str,
+    hpke_key: &Path,
+    clock_skew_ms: u64,
+) -> anyhow::Result<std::process::ExitCode> {
+    let (_, hpke) = keyfile::read_hpke(hpke_key)?;
+    let roots = id
+        .registry
+        .trust_roots(id.registry_hash)
+        .context("registry validation")?;
+    let r = std::sync::Arc::new(Receiver {
+        verifier: crate::auth::Verifier::new(&id.member, clock_skew_ms, SystemClock.now_ms()),
+        registry: id.registry,
+        roots,
+        member: id.member,
+        hpke,
+        seen: std::sync::Mutex::new(std::collections::HashSet::new()),
+    });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", listener.local_addr()?)?;
+        out.flush()?;
+    }
+    let app = axum::Router::new().fallback(receive_push).with_state(r);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(crate::server::shutdown_signal())
+        .await
+        .context("webhook receiver")?;
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// Runs an inbox command.
 pub async fn utility(a: ClientArgs, cmd: UtilityCommand) -> anyhow::Result<std::process::ExitCode> {
     let id = Identity::load(&a)?;
-    let items: Vec<crate::inbox::InboxItem> = id.client.get("/v1/inbox").await?;
     match cmd {
+        UtilityCommand::Receive {
+            listen,
+            hpke_key,
+            clock_skew_ms,
+        } => return receive(id, &listen, &hpke_key, clock_skew_ms).await,
         UtilityCommand::Inbox { hpke_key } => {
+            let items: Vec<crate::inbox::InboxItem> = id.client.get("/v1/inbox").await?;
             let (_, hpke) = keyfile::read_hpke(&hpke_key)?;
-            let out: Vec<serde_json::Value> = items
-                .iter()
-                .map(|i| {
-                    let fields = crate::client::open_delivery(&i.delivery, &hpke)
-                        .map(serde_json::Value::Object)
-                        .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }));
-                    serde_json::json!({
-                        "delivery": i.delivery.id,
-                        "application": i.delivery.application,
-                        "service": i.delivery.service,
-                        "centre": i.delivery.centre,
-                        "received_ms": i.received_ms,
-                        "fields": fields,
-                    })
-                })
-                .collect();
+            let out: Vec<serde_json::Value> = items.iter().map(|i| item_json(i, &hpke)).collect();
             print_json(&out)?;
         }
         UtilityCommand::Ack { delivery, reject } => {
+            let items: Vec<crate::inbox::InboxItem> = id.client.get("/v1/inbox").await?;
             let Some(item) = items.iter().find(|i| i.delivery.id.to_string() == delivery) else {
                 bail!("no open request {delivery} in this inbox");
             };

@@ -30,6 +30,9 @@
 //! [http]              # optional
 //! max_body_bytes = 16777216
 //! clock_skew_ms = 30000
+//!
+//! [webhooks]          # optional: push inbox items (TONGBAN_WEBHOOKS="member=url,…")
+//! "nanjing.electricity" = "http://10.0.0.7:9000/tongban"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -65,6 +68,9 @@ pub struct Config {
     /// Deadlines and retries of applications.
     #[serde(default)]
     pub applications: regions::application::Timing,
+    /// Webhook push of inbox items: recipient member id → `http://` URL.
+    #[serde(default)]
+    pub webhooks: std::collections::BTreeMap<String, String>,
 }
 
 /// libp2p settings.
@@ -216,6 +222,7 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("ledger.index_memtable_entries", Kind::Int),
     ("http.max_body_bytes", Kind::Int),
     ("http.clock_skew_ms", Kind::Int),
+    ("webhooks", Kind::Map),
 ];
 
 #[derive(Clone, Copy)]
@@ -223,6 +230,7 @@ enum Kind {
     Str,
     Int,
     List,
+    Map,
 }
 
 /// The environment variable for a dotted setting path.
@@ -254,6 +262,20 @@ impl Config {
                         var: var.clone(),
                         problem: format!("`{raw}` is not an integer"),
                     })?)
+                }
+                Kind::Map => {
+                    let mut m = toml::Table::new();
+                    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                        let (k, v) = pair.split_once('=').ok_or_else(|| ConfigError::Env {
+                            var: var.clone(),
+                            problem: format!("`{pair}` is not `member=url`"),
+                        })?;
+                        m.insert(
+                            k.trim().to_owned(),
+                            toml::Value::String(v.trim().to_owned()),
+                        );
+                    }
+                    toml::Value::Table(m)
                 }
                 Kind::List => toml::Value::Array(
                     raw.split(',')
@@ -346,6 +368,14 @@ impl Config {
         if t.evidence_attempts == 0 || t.service_attempts == 0 {
             return bad("applications", "attempts must be at least 1");
         }
+        for (member, url) in &self.webhooks {
+            if let Err(problem) = crate::webhook::check_url(url) {
+                return Err(ConfigError::Invalid {
+                    setting: "webhooks",
+                    problem: format!("{member}: {problem}"),
+                });
+            }
+        }
         if self.keys.endorsers.is_empty() {
             return bad("keys.endorsers", "must list the locally held endorser keys");
         }
@@ -430,5 +460,36 @@ subject = "s.key"
         .unwrap_err()
         .to_string();
         assert!(e.contains("registry_sha256") || e.contains("hex"), "{e}");
+    }
+
+    #[test]
+    fn webhooks_from_the_file_or_the_environment() {
+        let c = load(
+            &format!("{BASE}\n[webhooks]\n\"nanjing.gas\" = \"http://10.0.0.7:9000/hook\"\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.webhooks["nanjing.gas"], "http://10.0.0.7:9000/hook");
+        let c = load(
+            BASE,
+            &[(
+                "TONGBAN_WEBHOOKS",
+                "nanjing.gas=http://a:1/x, nanjing.water = http://b:2/y",
+            )],
+        )
+        .unwrap();
+        assert_eq!(c.webhooks.len(), 2);
+        assert_eq!(c.webhooks["nanjing.water"], "http://b:2/y");
+        let e = load(BASE, &[("TONGBAN_WEBHOOKS", "nanjing.gas")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("TONGBAN_WEBHOOKS") && e.contains("member=url"),
+            "{e}"
+        );
+        let e = load(BASE, &[("TONGBAN_WEBHOOKS", "nanjing.gas=https://a/x")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("webhooks") && e.contains("only http://"), "{e}");
     }
 }

@@ -57,6 +57,21 @@ fn load(state: &AppState, recipient: &str, id: &Hash) -> Result<Option<InboxItem
     }
 }
 
+/// The item `id` in `recipient`'s inbox if it is still open (no receipt yet).
+pub fn open_item(
+    state: &AppState,
+    recipient: &str,
+    id: &Hash,
+) -> Result<Option<InboxItem>, Refusal> {
+    Ok(load(state, recipient, id)?.filter(|i| i.receipt.is_none()))
+}
+
+fn notify(state: &AppState, recipient: &str, id: Hash) {
+    if let Some(p) = state.webhooks.get() {
+        p.notify(recipient, id);
+    }
+}
+
 fn status(state: &AppState, item: &InboxItem) -> Result<DeliveryStatus, Refusal> {
     let receipt = match &item.receipt {
         None => None,
@@ -118,6 +133,11 @@ pub async fn accept(state: &Arc<AppState>, d: Delivery) -> Result<DeliveryStatus
                 "another request was already delivered under this id",
             ));
         }
+        // A redelivery of a request still open: the recipient may have missed
+        // it, so its webhook (if any) is pushed again.
+        if item.receipt.is_none() {
+            notify(state, &d.recipient, d.id);
+        }
         return status(state, &item);
     }
     let now = state.clock.now_ms();
@@ -153,6 +173,7 @@ pub async fn accept(state: &Arc<AppState>, d: Delivery) -> Result<DeliveryStatus
     match out.first().and_then(|o| o.first()) {
         Some(Outcome::Written { .. } | Outcome::Duplicate { .. }) => {
             tracing::info!(recipient = %d.recipient, service = %d.service, "service request received");
+            notify(state, &d.recipient, d.id);
             Ok(DeliveryStatus { receipt: None })
         }
         Some(Outcome::Rejected { code, message }) => Err(Refusal::new(*code, message.clone())),

@@ -44,4 +44,5 @@ pub mod state;
 pub mod store;
 pub mod testkit;
 pub mod valuelog;
+pub mod webhook;
 pub mod writer;

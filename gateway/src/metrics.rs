@@ -180,6 +180,15 @@ impl Metrics {
             ));
             render_protocols(&mut out, &st.services());
         }
+        if let Some(p) = state.webhooks.get() {
+            let load =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            out.push_str(&format!(
+                "# HELP tongban_webhook_delivered_total inbox items a receiver acknowledged\n# TYPE tongban_webhook_delivered_total counter\ntongban_webhook_delivered_total {}\n# HELP tongban_webhook_failed_attempts_total push attempts that failed and were retried\n# TYPE tongban_webhook_failed_attempts_total counter\ntongban_webhook_failed_attempts_total {}\n",
+                load(&p.stats.delivered),
+                load(&p.stats.failed_attempts)
+            ));
+        }
         render_backlog(&mut out, state);
         out.push_str(
             "# TYPE tongban_light_linked_height gauge\n# TYPE tongban_light_frozen gauge\n",

@@ -29,6 +29,7 @@ pub struct Gateway {
     pub open_report: OpenReport,
     writer_thread: WriterThread,
     relay: Option<(relay::RelayConfig, Duration)>,
+    webhooks: std::collections::BTreeMap<String, reqwest::Url>,
 }
 
 impl Gateway {
@@ -139,6 +140,22 @@ impl Gateway {
             centre_keys.insert(id, k);
         }
 
+        let mut webhooks = std::collections::BTreeMap::new();
+        for (member, url) in &cfg.webhooks {
+            let ok = roots.members.get(member).is_some_and(|m| {
+                matches!(m.role, proofs::Role::Utility | proofs::Role::Department)
+                    && m.city == cfg.city
+            });
+            if !ok {
+                bail!(
+                    "webhooks: `{member}` is not a utility or department of {}",
+                    cfg.city
+                );
+            }
+            let u = crate::webhook::check_url(url)
+                .map_err(|e| anyhow::anyhow!("webhooks.{member}: {e}"))?;
+            webhooks.insert(member.clone(), u);
+        }
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("data_dir {}", cfg.data_dir.display()))?;
         let store: Arc<dyn crate::store::Store> = Arc::new(
@@ -210,12 +227,14 @@ impl Gateway {
             centre_keys,
             timing: cfg.applications,
             engine: std::sync::OnceLock::new(),
+            webhooks: std::sync::OnceLock::new(),
         });
         Ok(Gateway {
             state,
             open_report,
             writer_thread,
             relay,
+            webhooks,
         })
     }
 
@@ -230,6 +249,7 @@ impl Gateway {
             state,
             writer_thread,
             relay,
+            webhooks,
             ..
         } = self;
         if let Some((rc, sync)) = relay {
@@ -247,6 +267,11 @@ impl Gateway {
         }
         let engine = crate::applications::Engine::start(&state);
         let _ = state.engine.set(engine);
+        if !webhooks.is_empty() {
+            let _ = state
+                .webhooks
+                .set(crate::webhook::Pusher::start(&state, &webhooks));
+        }
         let app = crate::api::router(state.clone());
         let writer = state.writer.clone();
         let weak = Arc::downgrade(&state);

@@ -58,4 +58,6 @@ pub struct AppState {
     pub timing: regions::application::Timing,
     /// The application engine, once started.
     pub engine: OnceLock<crate::applications::Engine>,
+    /// Webhook push of inbox items, once started.
+    pub webhooks: OnceLock<crate::webhook::Pusher>,
 }

@@ -690,3 +690,28 @@ async fn a_path_parameter_that_does_not_decode_gets_the_json_error_naming_it() {
     }
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_webhook_for_a_member_without_an_inbox_here_is_refused_at_start() {
+    for (member, why) in [
+        ("shanghai.gas", "not a utility or department of nanjing"),
+        ("nanjing.centre", "not a utility or department of nanjing"),
+        ("nobody", "not a utility or department of nanjing"),
+    ] {
+        let files = city_files(
+            "nanjing",
+            &format!("\n[webhooks]\n\"{member}\" = \"http://127.0.0.1:9/hook\"\n"),
+        );
+        let e = match serve_config(
+            &files.config_path,
+            "127.0.0.1:0",
+            std::sync::Arc::new(gateway::clock::SystemClock),
+        )
+        .await
+        {
+            Ok(_) => panic!("{member}: started"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(e.contains(member) && e.contains(why), "{member}: {e}");
+    }
+}

@@ -582,3 +582,272 @@ fn json_logs_carry_request_ids_and_never_a_subject_identifier_or_key() {
         }
     }
 }
+
+/// A plain HTTP/1.1 request over a real socket; returns (status, body).
+fn http_raw(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    let declared = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !declared {
+        req.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn metric(url: &str, name: &str) -> u64 {
+    let addr = url.trim_start_matches("http://");
+    let (_, text) = http_raw(addr, "GET", "/metrics", &[], b"");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `tongban utility receive` as a child: its address and a channel of the JSON lines it prints.
+fn receiver(
+    files: &CityFiles,
+    url: &str,
+    member: &str,
+    listen: &str,
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<serde_json::Value>,
+) {
+    let keys = files.dir.path().join("keys");
+    let mut child = tongban()
+        .arg("utility")
+        .args(["--gateway", url, "--registry"])
+        .arg(&files.registry_path)
+        .arg("--key")
+        .arg(keys.join(format!("{member}.ed25519.key")))
+        .args(["receive", "--listen", listen, "--hpke-key"])
+        .arg(keys.join(format!("{member}.hpke.key")))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert_eq!(first, format!("listening on {listen}"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            if tx.send(serde_json::from_str(&l).unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
+#[test]
+fn webhook_push_reaches_a_late_receiver_again_after_a_gateway_crash_and_never_after_ack() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hook = format!("127.0.0.1:{port}");
+    let files = city_files(
+        "nanjing",
+        &format!("\n[webhooks]\n\"nanjing.electricity\" = \"http://{hook}/tongban/push?v=1\"\n"),
+    );
+    let keys = files.dir.path().join("keys");
+    let (mut gw, url) = serve(&files);
+    let as_member = |url: &str, member: &str| -> Vec<String> {
+        vec![
+            "--gateway".into(),
+            url.to_owned(),
+            "--registry".into(),
+            files.registry_path.display().to_string(),
+            "--key".into(),
+            keys.join(format!("{member}.ed25519.key"))
+                .display()
+                .to_string(),
+            "--subject-key".into(),
+            keys.join("subject.key").display().to_string(),
+        ]
+    };
+    let run = |args: Vec<String>| -> serde_json::Value {
+        summary(&tongban().args(args).output().unwrap())
+    };
+    let founder = resident(4343);
+    let id_card = files.dir.path().join("id.json");
+    std::fs::write(
+        &id_card,
+        serde_json::to_vec(&serde_json::json!({
+            "record_type": "resident-identity", "record_id": "ID-4343", "version": 1, "issued_ms": 1_600_000_000_000u64,
+            "fields": { "id_number": founder, "name": "Li Si", "sex": "F", "birth_date": "1988-03-04",
+                        "hukou_city": "nanjing", "valid_until": "2040-01-01" },
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut a = vec!["records".to_string()];
+    a.extend(as_member(&url, "nanjing.public-security"));
+    a.extend(["publish".into(), id_card.display().to_string()]);
+    run(a);
+    let params = files.dir.path().join("params.json");
+    std::fs::write(
+        &params,
+        serde_json::to_vec(&serde_json::json!({
+            "business_city": "nanjing", "founder_id": founder, "founder_city": "nanjing",
+            "proposed_name": "Nanjing Quiet Bookshop Ltd", "premises_address": "12 Zhongshan Road",
+            "registered_capital_yuan": 50000, "contact_phone": "13900000002",
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut a = vec!["applications".to_string()];
+    a.extend(as_member(&url, "nanjing.centre"));
+    a.extend(
+        [
+            "submit",
+            "--bundle",
+            "business-opening",
+            "--reference",
+            "BO-W",
+        ]
+        .map(String::from),
+    );
+    a.push(params.display().to_string());
+    let application = run(a)["id"].as_str().unwrap().to_owned();
+
+    // The receiver is not up yet: the gateway keeps trying.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while metric(&url, "tongban_webhook_failed_attempts_total") < 2 {
+        assert!(std::time::Instant::now() < deadline, "no push attempt seen");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(metric(&url, "tongban_webhook_delivered_total"), 0);
+    let (mut rcv, lines) = receiver(&files, &url, "nanjing.electricity", &hook);
+    let got = lines
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the push after the receiver came up");
+    assert_eq!(got["application"], application.as_str(), "{got:#}");
+    assert_eq!(got["fields"]["address"], "12 Zhongshan Road", "{got:#}");
+    assert_eq!(got["centre"], "nanjing.centre");
+    let delivery = got["delivery"].as_str().unwrap().to_owned();
+    // Only electricity has a webhook; exactly one push was acknowledged.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(metric(&url, "tongban_webhook_delivered_total"), 1);
+    assert!(lines.try_recv().is_err(), "pushed twice");
+
+    // Pushes that are not the city gateway's own are refused over the socket.
+    let push = |headers: &[(&str, String)], body: &[u8]| {
+        http_raw(&hook, "POST", "/tongban/push?v=1", headers, body)
+    };
+    let (st, b) = push(&[], b"{}");
+    assert_eq!(st, 401, "{b}");
+    assert!(b.contains("auth.missing"), "{b}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let signed =
+        |signer: &str, audience: &str, pq: &str, body: &[u8]| -> Vec<(&'static str, String)> {
+            gateway::auth::sign_request(
+                &key(signer),
+                signer,
+                audience,
+                "POST",
+                pq,
+                now,
+                &gateway::auth::fresh_nonce(),
+                body,
+            )
+            .to_vec()
+        };
+    let (st, b) = push(
+        &signed(
+            "nanjing.centre",
+            "nanjing.electricity",
+            "/tongban/push?v=1",
+            b"{}",
+        ),
+        b"{}",
+    );
+    assert_eq!((st, b.contains("webhook.wrong_sender")), (403, true), "{b}");
+    let (st, b) = push(
+        &signed("nanjing.gateway", "nanjing.gas", "/tongban/push?v=1", b"{}"),
+        b"{}",
+    );
+    assert_eq!((st, b.contains("auth.bad_signature")), (401, true), "{b}");
+    let (st, b) = push(
+        &signed("nanjing.gateway", "nanjing.electricity", "/other", b"{}"),
+        b"{}",
+    );
+    assert_eq!((st, b.contains("auth.bad_signature")), (401, true), "{b}");
+    let (st, b) = push(
+        &signed(
+            "nanjing.gateway",
+            "nanjing.electricity",
+            "/tongban/push?v=1",
+            b"{}",
+        ),
+        b"{}",
+    );
+    assert_eq!((st, b.contains("webhook.bad_item")), (422, true), "{b}");
+    let (st, b) = push(&[("content-length", "300000".into())], b"");
+    assert_eq!((st, b.contains("webhook.too_large")), (413, true), "{b}");
+    let (st, _) = http_raw(&hook, "GET", "/tongban/push?v=1", &[], b"");
+    assert_eq!(st, 405);
+    assert!(lines.try_recv().is_err(), "a refused push was printed");
+
+    // The gateway crashes; a new receiver (no memory of the first) gets the
+    // still-open request again once the gateway is back.
+    gw.kill().unwrap();
+    gw.wait().unwrap();
+    rcv.kill().unwrap();
+    rcv.wait().unwrap();
+    let (mut gw, url) = serve(&files);
+    let (mut rcv, lines) = receiver(&files, &url, "nanjing.electricity", &hook);
+    let again = lines
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("re-pushed after restart");
+    assert_eq!(again["delivery"], delivery.as_str());
+    // Closed with a receipt, it is never pushed again, not even after a restart.
+    let mut ack = vec!["utility".to_string()];
+    ack.extend(as_member(&url, "nanjing.electricity"));
+    ack.extend(["ack".into(), delivery.clone()]);
+    assert_eq!(run(ack)["outcome"], "written");
+    gw.kill().unwrap();
+    gw.wait().unwrap();
+    rcv.kill().unwrap();
+    rcv.wait().unwrap();
+    let (mut gw, url) = serve(&files);
+    let (mut rcv, lines) = receiver(&files, &url, "nanjing.electricity", &hook);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(lines.try_recv().is_err(), "a closed request was pushed");
+    assert_eq!(metric(&url, "tongban_webhook_delivered_total"), 0);
+    assert_eq!(metric(&url, "tongban_webhook_failed_attempts_total"), 0);
+    rcv.kill().unwrap();
+    rcv.wait().unwrap();
+    gw.kill().unwrap();
+    gw.wait().unwrap();
+}
