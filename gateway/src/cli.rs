@@ -416,6 +416,7 @@ async fn import(
     };
     let reader = std::io::BufReader::new(std::fs::File::open(file)?);
     let mut pending: Vec<(u64, RecordInput)> = Vec::with_capacity(batch);
+    let mut inflight: Option<InFlight> = None;
     let mut line_no = 0u64;
     for line in reader.lines() {
         line_no += 1;
@@ -446,9 +447,23 @@ async fn import(
             }
         }
         if pending.len() >= batch {
-            send_batch(id, sk, std::mem::take(&mut pending), &mut summary, &bar).await?;
-            write_progress(&progress_path, line_no)?;
+            // The next batch is prepared while the previous one is in flight
+            // (one at a time, in order, so the progress mark only ever covers
+            // lines whose batch was answered).
+            let next = prepare_batch(id, sk, std::mem::take(&mut pending), &mut summary, &bar);
+            if let Some(f) = inflight.take() {
+                land(id, sk, f, &mut summary, &bar, &progress_path).await?;
+            }
+            match next {
+                Some(p) => {
+                    inflight = Some((tokio::spawn(post_batch(id.client.clone(), p)), line_no));
+                }
+                None => write_progress(&progress_path, line_no)?,
+            }
         }
+    }
+    if let Some(f) = inflight.take() {
+        land(id, sk, f, &mut summary, &bar, &progress_path).await?;
     }
     if !pending.is_empty() {
         send_batch(id, sk, pending, &mut summary, &bar).await?;
@@ -480,6 +495,100 @@ fn write_progress(path: &Path, line: u64) -> anyhow::Result<()> {
 }
 
 /// Sends one batch; members the gateway refuses are reported and the rest resent.
+/// A batch signed and sealed, ready to post: its request and its good records.
+struct Prepared {
+    req: crate::records::ImportRequest,
+    good: Vec<(u64, RecordInput)>,
+}
+
+/// Prepares each record once (the check that the registry allows it, and the
+/// leaf its batch seal covers) and seals the batch; refusals go to `summary`.
+fn prepare_batch(
+    id: &Identity,
+    sk: &SubjectKey,
+    recs: Vec<(u64, RecordInput)>,
+    summary: &mut ImportSummary,
+    bar: &indicatif::ProgressBar,
+) -> Option<Prepared> {
+    let mut good = Vec::with_capacity(recs.len());
+    let mut items = Vec::with_capacity(recs.len());
+    for (line, r) in recs {
+        let secret = record_secret(&id.key, &r);
+        match crate::records::prepare(&id.registry, &id.chain_id, &id.member, &r, secret, sk) {
+            Ok(p) => {
+                items.push((
+                    r.clone(),
+                    secret,
+                    proofs::merkle::leaf_hash(&p.signing_bytes),
+                ));
+                good.push((line, r));
+            }
+            Err(e) => {
+                summary.rejected.insert(line, e.to_string());
+                bar.inc(1);
+            }
+        }
+    }
+    if good.is_empty() {
+        return None;
+    }
+    let req = crate::client::seal_import(&id.chain_id, &id.member, &id.key, items);
+    Some(Prepared { req, good })
+}
+
+/// Posts a prepared batch (retrying while the gateway answers 503).
+async fn post_batch(client: Client, p: Prepared) -> anyhow::Result<(Prepared, BatchResult)> {
+    loop {
+        match client
+            .post::<_, BatchResult>("/v1/records/import", &p.req)
+            .await
+        {
+            Ok((_, r)) => return Ok((p, r)),
+            Err(ClientError::Api { status: 503, .. }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Counts a batch's answers; returns the records to send again (a batch the
+/// gateway aborted because of another record in it).
+fn apply_results(
+    good: Vec<(u64, RecordInput)>,
+    res: BatchResult,
+    summary: &mut ImportSummary,
+    bar: &indicatif::ProgressBar,
+) -> Vec<(u64, RecordInput)> {
+    let mut retry = Vec::new();
+    for ((line, r), w) in good.into_iter().zip(res.results) {
+        match (w.outcome.as_str(), w.code.as_deref()) {
+            ("written", _) => {
+                summary.imported += 1;
+                bar.inc(1);
+            }
+            ("duplicate", _) | ("rejected", Some("batch.contains_duplicate")) => {
+                summary.skipped_duplicate += 1;
+                bar.inc(1);
+            }
+            ("rejected", Some("batch.aborted")) => retry.push((line, r)),
+            _ => {
+                summary.rejected.insert(
+                    line,
+                    format!(
+                        "{}: {}",
+                        w.code.unwrap_or_default(),
+                        w.message.unwrap_or_default()
+                    ),
+                );
+                bar.inc(1);
+            }
+        }
+    }
+    retry
+}
+
+/// Sends one batch and waits for it (and for any retry it needs).
 async fn send_batch(
     id: &Identity,
     sk: &SubjectKey,
@@ -488,74 +597,40 @@ async fn send_batch(
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
     loop {
-        // Prepare each record once: the check that the registry allows it, and
-        // the leaf its batch seal covers.
-        let mut good = Vec::with_capacity(recs.len());
-        let mut items = Vec::with_capacity(recs.len());
-        for (line, r) in recs {
-            let secret = record_secret(&id.key, &r);
-            match crate::records::prepare(&id.registry, &id.chain_id, &id.member, &r, secret, sk) {
-                Ok(p) => {
-                    items.push((
-                        r.clone(),
-                        secret,
-                        proofs::merkle::leaf_hash(&p.signing_bytes),
-                    ));
-                    good.push((line, r));
-                }
-                Err(e) => {
-                    summary.rejected.insert(line, e.to_string());
-                    bar.inc(1);
-                }
-            }
-        }
-        if good.is_empty() {
+        let Some(p) = prepare_batch(id, sk, recs, summary, bar) else {
             return Ok(());
-        }
-        let req = crate::client::seal_import(&id.chain_id, &id.member, &id.key, items);
-        let res: BatchResult = loop {
-            match id
-                .client
-                .post::<_, BatchResult>("/v1/records/import", &req)
-                .await
-            {
-                Ok((_, r)) => break r,
-                Err(ClientError::Api { status: 503, .. }) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await
-                }
-                Err(e) => return Err(e.into()),
-            }
         };
-        let mut retry = Vec::new();
-        for ((line, r), w) in good.into_iter().zip(res.results) {
-            match (w.outcome.as_str(), w.code.as_deref()) {
-                ("written", _) => {
-                    summary.imported += 1;
-                    bar.inc(1);
-                }
-                ("duplicate", _) | ("rejected", Some("batch.contains_duplicate")) => {
-                    summary.skipped_duplicate += 1;
-                    bar.inc(1);
-                }
-                ("rejected", Some("batch.aborted")) => retry.push((line, r)),
-                _ => {
-                    summary.rejected.insert(
-                        line,
-                        format!(
-                            "{}: {}",
-                            w.code.unwrap_or_default(),
-                            w.message.unwrap_or_default()
-                        ),
-                    );
-                    bar.inc(1);
-                }
-            }
-        }
-        if retry.is_empty() {
+        let (p, res) = post_batch(id.client.clone(), p).await?;
+        recs = apply_results(p.good, res, summary, bar);
+        if recs.is_empty() {
             return Ok(());
         }
-        recs = retry;
     }
+}
+
+/// The batch in flight: its answer, and the last line it covers.
+type InFlight = (
+    tokio::task::JoinHandle<anyhow::Result<(Prepared, BatchResult)>>,
+    u64,
+);
+
+/// Waits for the batch in flight, counts it, sends any retry, and only then
+/// moves the progress mark past its lines.
+async fn land(
+    id: &Identity,
+    sk: &SubjectKey,
+    inflight: InFlight,
+    summary: &mut ImportSummary,
+    bar: &indicatif::ProgressBar,
+    progress_path: &Path,
+) -> anyhow::Result<()> {
+    let (handle, last_line) = inflight;
+    let (p, res) = handle.await.context("the import request task")??;
+    let retry = apply_results(p.good, res, summary, bar);
+    if !retry.is_empty() {
+        send_batch(id, sk, retry, summary, bar).await?;
+    }
+    write_progress(progress_path, last_line)
 }
 
 /// What a centre operator asks (`tongban match`).
