@@ -93,6 +93,49 @@ impl Delivery {
         b.extend_from_slice(&self.sealed.ciphertext);
         sha256(&b)
     }
+    /// What anyone holding the trust roots can check of a delivery: its
+    /// centre is a service centre whose signature verifies, and its id is
+    /// derived from its application and service.
+    pub fn check(&self, roots: &proofs::TrustRoots) -> Result<(), DeliveryFault> {
+        let centre = roots
+            .members
+            .get(&self.centre)
+            .filter(|m| m.role == Role::ServiceCentre)
+            .ok_or_else(|| DeliveryFault::UnknownCentre(self.centre.clone()))?;
+        centre
+            .signing
+            .verify(&self.signing_bytes(), &self.signature)
+            .map_err(|_| DeliveryFault::BadSignature)?;
+        if self.id != delivery_id(&self.application, &self.service) {
+            return Err(DeliveryFault::BadId);
+        }
+        Ok(())
+    }
+}
+
+/// Why a delivery does not check out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryFault {
+    /// `centre` is not a service centre.
+    #[error("delivery.centre: `{0}` is not a service centre")]
+    UnknownCentre(String),
+    /// The centre's signature does not verify.
+    #[error("delivery.signature: the centre's signature does not verify")]
+    BadSignature,
+    /// The id is not derived from the application and service.
+    #[error("delivery.id: not derived from its application and service")]
+    BadId,
+}
+
+impl DeliveryFault {
+    /// The stable code an inbox refuses it with.
+    pub fn inbox_code(&self) -> &'static str {
+        match self {
+            DeliveryFault::UnknownCentre(_) => "inbox.unknown_centre",
+            DeliveryFault::BadSignature => "inbox.bad_signature",
+            DeliveryFault::BadId => "inbox.bad_id",
+        }
+    }
 }
 
 /// What an inbox answers a delivery with.

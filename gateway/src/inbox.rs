@@ -97,35 +97,11 @@ pub async fn accept(state: &Arc<AppState>, d: Delivery) -> Result<DeliveryStatus
             )
         })?;
     let _ = recipient;
-    let centre = state
-        .roots
-        .members
-        .get(&d.centre)
-        .filter(|m| m.role == Role::ServiceCentre)
-        .ok_or_else(|| {
-            Refusal::new(
-                "inbox.unknown_centre",
-                format!("`{}` is not a service centre", d.centre),
-            )
-        })?;
     if d.sealed.ciphertext.len() > MAX_SEALED {
         return Err(Refusal::new("inbox.too_large", "sealed request too large"));
     }
-    centre
-        .signing
-        .verify(&d.signing_bytes(), &d.signature)
-        .map_err(|_| {
-            Refusal::new(
-                "inbox.bad_signature",
-                "the centre's signature does not verify",
-            )
-        })?;
-    if d.id != crate::applications::delivery_id(&d.application, &d.service) {
-        return Err(Refusal::new(
-            "inbox.bad_id",
-            "the delivery id is not derived from its application and service",
-        ));
-    }
+    d.check(&state.roots)
+        .map_err(|f| Refusal::new(f.inbox_code(), f.to_string()))?;
     if let Some(item) = load(state, &d.recipient, &d.id)? {
         if item.delivery != d {
             return Err(Refusal::new(

@@ -1100,12 +1100,10 @@ fn collect_retired(s: &Shared, retired: Vec<Arc<Run>>) -> Result<Vec<Arc<Run>>, 
     // meta is still there and opening the index finishes it.
     for r in &free {
         let mut since = std::time::Instant::now();
-        for part in (0..r.first_keys.len() as u32)
-            .collect::<Vec<_>>()
-            .chunks(DELETE_BATCH)
-        {
+        let chunks = r.first_keys.len() as u32;
+        for from in (0..chunks).step_by(DELETE_BATCH) {
             let mut b = WriteBatch::new();
-            for &c in part {
+            for c in from..(from + DELETE_BATCH as u32).min(chunks) {
                 b.delete(chunk_key(r.id, c));
             }
             s.runs.write(b)?;

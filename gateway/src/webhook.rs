@@ -299,29 +299,8 @@ pub fn verify_push(
             d.recipient
         )));
     }
-    if d.id != crate::applications::delivery_id(&d.application, &d.service) {
-        return Err(PushRefusal::BadItem(
-            "delivery.id: not derived from its application and service".into(),
-        ));
-    }
-    let centre = roots
-        .members
-        .get(&d.centre)
-        .filter(|m| m.role == proofs::Role::ServiceCentre)
-        .ok_or_else(|| {
-            PushRefusal::BadItem(format!(
-                "delivery.centre: `{}` is not a service centre",
-                d.centre
-            ))
-        })?;
-    centre
-        .signing
-        .verify(&d.signing_bytes(), &d.signature)
-        .map_err(|_| {
-            PushRefusal::BadItem(
-                "delivery.signature: the centre's signature does not verify".into(),
-            )
-        })?;
+    d.check(roots)
+        .map_err(|f| PushRefusal::BadItem(f.to_string()))?;
     Ok(item)
 }
 
@@ -398,6 +377,14 @@ mod tests {
         verify_push(&roots, &registry, v, TO, &presented, NOW)
     }
 
+    /// The code for `item` pushed with a good signature from the gateway.
+    fn signed_item(v: &Verifier, item: &InboxItem) -> &'static str {
+        code(check(
+            v,
+            &push(GW, TO, NOW, serde_json::to_vec(item).unwrap()),
+        ))
+    }
+
     fn code(r: Result<InboxItem, PushRefusal>) -> &'static str {
         r.map(|_| "ok").unwrap_or_else(|e| e.code())
     }
@@ -456,41 +443,17 @@ mod tests {
         assert_eq!(code(check(&v, &p)), "auth.bad_signature");
         // Properly signed, but the item itself is wrong.
         let mut other = item("nanjing.tax");
-        assert_eq!(
-            code(check(
-                &v,
-                &push(GW, TO, NOW, serde_json::to_vec(&other).unwrap())
-            )),
-            "webhook.bad_item"
-        );
+        assert_eq!(signed_item(&v, &other), "webhook.bad_item");
         other = item(TO);
         other.delivery.service = "gas-account".into();
         other.delivery.signature = key("nanjing.centre").sign(&other.delivery.signing_bytes());
-        assert_eq!(
-            code(check(
-                &v,
-                &push(GW, TO, NOW, serde_json::to_vec(&other).unwrap())
-            )),
-            "webhook.bad_item"
-        );
+        assert_eq!(signed_item(&v, &other), "webhook.bad_item");
         other = item(TO);
         other.delivery.sealed.ciphertext.push(0);
-        assert_eq!(
-            code(check(
-                &v,
-                &push(GW, TO, NOW, serde_json::to_vec(&other).unwrap())
-            )),
-            "webhook.bad_item"
-        );
+        assert_eq!(signed_item(&v, &other), "webhook.bad_item");
         other = item(TO);
         other.delivery.centre = "nanjing.tax".into();
-        assert_eq!(
-            code(check(
-                &v,
-                &push(GW, TO, NOW, serde_json::to_vec(&other).unwrap())
-            )),
-            "webhook.bad_item"
-        );
+        assert_eq!(signed_item(&v, &other), "webhook.bad_item");
         assert_eq!(
             code(check(&v, &push(GW, TO, NOW, b"{\"delivery\":1}".to_vec()))),
             "webhook.bad_item"

@@ -32,7 +32,8 @@ fn serve(files: &CityFiles) -> (std::process::Child, String) {
     )
 }
 
-fn client_args(files: &CityFiles, url: &str) -> Vec<String> {
+/// The client arguments of `member` (its key file and the city's subject key).
+fn member_args(files: &CityFiles, url: &str, member: &str) -> Vec<String> {
     let keys = files.dir.path().join("keys");
     vec![
         "--gateway".into(),
@@ -40,12 +41,16 @@ fn client_args(files: &CityFiles, url: &str) -> Vec<String> {
         "--registry".into(),
         files.registry_path.display().to_string(),
         "--key".into(),
-        keys.join("nanjing.civil-affairs.ed25519.key")
+        keys.join(format!("{member}.ed25519.key"))
             .display()
             .to_string(),
         "--subject-key".into(),
         keys.join("subject.key").display().to_string(),
     ]
+}
+
+fn client_args(files: &CityFiles, url: &str) -> Vec<String> {
+    member_args(files, url, "nanjing.civil-affairs")
 }
 
 fn write_jsonl(path: &std::path::Path, n: u64) {
@@ -293,20 +298,7 @@ fn business_opening_from_the_command_line_then_inspected_offline() {
     let files = city_files("nanjing", "");
     let (mut child, url) = serve(&files);
     let keys = files.dir.path().join("keys");
-    let as_member = |member: &str| -> Vec<String> {
-        vec![
-            "--gateway".into(),
-            url.clone(),
-            "--registry".into(),
-            files.registry_path.display().to_string(),
-            "--key".into(),
-            keys.join(format!("{member}.ed25519.key"))
-                .display()
-                .to_string(),
-            "--subject-key".into(),
-            keys.join("subject.key").display().to_string(),
-        ]
-    };
+    let as_member = |member: &str| member_args(&files, &url, member);
     let run = |args: Vec<String>| -> serde_json::Value {
         let out = tongban().args(args).output().unwrap();
         summary(&out)
@@ -677,22 +669,8 @@ fn webhook_push_reaches_a_late_receiver_again_after_a_gateway_crash_and_never_af
         "nanjing",
         &format!("\n[webhooks]\n\"nanjing.electricity\" = \"http://{hook}/tongban/push?v=1\"\n"),
     );
-    let keys = files.dir.path().join("keys");
     let (mut gw, url) = serve(&files);
-    let as_member = |url: &str, member: &str| -> Vec<String> {
-        vec![
-            "--gateway".into(),
-            url.to_owned(),
-            "--registry".into(),
-            files.registry_path.display().to_string(),
-            "--key".into(),
-            keys.join(format!("{member}.ed25519.key"))
-                .display()
-                .to_string(),
-            "--subject-key".into(),
-            keys.join("subject.key").display().to_string(),
-        ]
-    };
+    let as_member = |url: &str, member: &str| member_args(&files, url, member);
     let run = |args: Vec<String>| -> serde_json::Value {
         summary(&tongban().args(args).output().unwrap())
     };
