@@ -675,21 +675,12 @@ async fn ask(s: &Arc<AppState>, id: &Hash, q: &AskSpec<'_>) -> (Event, Puts) {
     let answer: Result<MatchAnswer, Refusal> = if gateway == s.gateway_id {
         crate::matching::answer(s, req.clone()).await
     } else {
-        match s.relay.get() {
-            None => Err(Refusal::new("relay.disabled", "no relay")),
-            Some(r) => match r
-                .request(
-                    &gateway,
-                    "match",
-                    serde_json::to_vec(&req).unwrap_or_default(),
-                )
-                .await
-            {
-                Ok(b) => serde_json::from_slice(&b)
-                    .map_err(|e| Refusal::new("match.malformed_answer", e.to_string())),
-                Err(e) => Err(Refusal::new(e.code(), e.to_string())),
-            },
-        }
+        crate::matching::ask_remote(s, &gateway, &req)
+            .await
+            .map_err(|e| match e {
+                relay::RelayError::Refused(r) => r,
+                e => Refusal::new(e.code(), e.to_string()),
+            })
     };
     let answer = match answer {
         Ok(a) => a,

@@ -21,6 +21,9 @@
 //! | `S` record key | the record's revocations (the latest version is its last `R` entry) |
 //! | `M` `index-floor` | the height up to which `K` values were dropped (runs hold them) |
 //! | `M` `layout` | the layout version of this table (`2`) |
+//! | `Q` request id | an access-log entry's location and the state kept to answer a resend |
+//! | `A` subject ref at_ms request id | an access-log entry's location |
+//! | `W` requester-contract hash day | access-log entries written for them that day ([`Ledger::access_volume`]) |
 //!
 //! `T` and `V` are written as packs ([`WriteBatch::put_pack`]): when a block's
 //! packs come to 64 KiB or more, the sled store keeps them in its append-only
@@ -409,6 +412,18 @@ pub struct AccessEntry {
     pub at_ms: u64,
     /// What the gateway needs to answer a resend (opaque to the ledger).
     pub state: Vec<u8>,
+    /// The (requester, contract, calendar day) whose volume count this entry
+    /// adds one to ([`Ledger::access_volume`]), in the same batch.
+    pub volume: Option<(String, String, u32)>,
+}
+
+/// The store key of a (requester, contract, day) volume count: `W`
+/// ‖ SHA-256(str(requester) ‖ str(contract))\[..16\] ‖ be4(day).
+fn volume_key(requester: &str, contract: &str, day: u32) -> Vec<u8> {
+    let mut e = proofs::encoding::Encoder::with_domain("tongban/volume-key/v1");
+    e.str(requester).str(contract);
+    let h = proofs::hash::sha256(&e.finish());
+    key(b'W', &[&h.0[..16], &day.to_be_bytes()])
 }
 
 impl Intent {
@@ -1071,6 +1086,23 @@ impl Ledger {
             }
         }
     }
+    /// Access-log entries written for `requester` under `contract` on
+    /// calendar day `day` (days since 1970-01-01, UTC+8).
+    pub fn access_volume(
+        &self,
+        requester: &str,
+        contract: &str,
+        day: u32,
+    ) -> Result<u64, LedgerError> {
+        match self.store.get(&volume_key(requester, contract, day))? {
+            None => Ok(0),
+            Some(v) => v
+                .as_slice()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| corrupt(0, "malformed volume count")),
+        }
+    }
     /// Access-log entries about `subject` from `since_ms` on, oldest first.
     pub fn accesses_of_subject(
         &self,
@@ -1132,6 +1164,7 @@ impl Ledger {
         let mut versions: Versions = Map::with_hasher(block_hash());
         let mut seen_leaves: Map<Hash, TxLocation> = Map::with_hasher(block_hash());
         let mut seen_requests: Map<Hash, TxLocation> = Map::with_hasher(block_hash());
+        let mut volumes: HashMap<Vec<u8>, u64> = HashMap::new();
         let mut batch = WriteBatch::new();
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut revoked: HashSet<RecordKey, BlockHash> = HashSet::with_hasher(block_hash());
@@ -1231,6 +1264,15 @@ impl Ledger {
                         };
                         seen_leaves.insert(entry.tx.leaf, location);
                         seen_requests.insert(entry.request_id, location);
+                        if let Some((r, c, day)) = &entry.volume {
+                            let k = volume_key(r, c, *day);
+                            let n = match volumes.get(&k) {
+                                Some(n) => *n,
+                                None => self.access_volume(r, c, *day)?,
+                            };
+                            volumes.insert(k.clone(), n + 1);
+                            batch.put(k, (n + 1).to_be_bytes().to_vec());
+                        }
                         let mut q = loc_full(&location);
                         q.extend_from_slice(&entry.state);
                         batch.put(key(b'Q', &[&entry.request_id.0]), q);

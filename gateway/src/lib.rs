@@ -30,6 +30,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod guard;
 pub mod inbox;
 pub mod index;
 pub mod keyfile;

@@ -19,7 +19,8 @@
 use std::collections::BTreeMap;
 
 use proofs::matching::{
-    AnswerPlain, MatchAnswer, MatchRequest, RecordRef, Verdict, VerifiedAccess, verify_answer_with,
+    AnswerPlain, MatchAnswer, MatchRequest, RecordRef, SealedRequest, Verdict, VerifiedAccess,
+    verify_answer_with,
 };
 use proofs::report::Report;
 use proofs::seal::Sealed;
@@ -58,17 +59,72 @@ pub struct Question {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct KeptAnswer {
     digest: Hash,
+    /// What the access ledger shows of the question: its shape, never its
+    /// values (they name third parties: a father's number, a company name).
     question: String,
     sealed: Sealed,
     record: Option<Hash>,
+    /// Whether the access counts against the subject's budget (answers do,
+    /// denials do not). Entries written before this field count.
+    #[serde(default = "counts_by_default")]
+    counts: bool,
 }
 
-/// The question text kept with an access-log entry (for the subject's access ledger).
+fn counts_by_default() -> bool {
+    true
+}
+
+/// The shape of a question, for the access ledger: record type, purpose, the
+/// fields and operators its predicates test, and the fields asked for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct QuestionShape {
+    record_type: String,
+    purpose: String,
+    tests: Vec<String>,
+    disclose: Vec<String>,
+}
+
+fn shape_of(q: &Question) -> QuestionShape {
+    let mut tests = Vec::new();
+    for p in &q.predicates {
+        match p {
+            Predicate::Field(t) => tests.push(format!("{} {}", t.field, t.op)),
+            Predicate::Count(c) => {
+                let filter: Vec<String> = c
+                    .filter
+                    .iter()
+                    .map(|t| format!("{} {}", t.field, t.op))
+                    .collect();
+                tests.push(format!("count[{}] {}", filter.join(", "), c.op));
+            }
+        }
+    }
+    QuestionShape {
+        record_type: q.record_type.clone(),
+        purpose: q.purpose.clone(),
+        tests,
+        disclose: q.disclose.clone(),
+    }
+}
+
+/// The question's shape kept with an access-log entry (for the subject's
+/// access ledger): record type, purpose, fields tested and asked for.
 pub fn kept_question(state: &AppState, request_id: &Hash) -> Option<String> {
     let (_, kept) = state.ledger.access_state(request_id).ok()??;
     serde_json::from_slice::<KeptAnswer>(&kept)
         .ok()
         .map(|k| k.question)
+}
+
+/// Whether the access-log entry of `request_id` counts against its
+/// subject's budget (denials do not; unreadable state counts: fail closed).
+fn counts_against_budget(state: &AppState, request_id: &Hash) -> bool {
+    match state.ledger.access_state(request_id) {
+        Ok(Some((_, kept))) => serde_json::from_slice::<KeptAnswer>(&kept)
+            .map(|k| k.counts)
+            .unwrap_or(true),
+        _ => true,
+    }
 }
 
 /// The calendar date (UTC+8) at `now_ms`.
@@ -169,9 +225,31 @@ pub async fn answer(state: &AppState, req: MatchRequest) -> Result<MatchAnswer, 
     let question: Question = serde_json::from_str(&req.question)
         .map_err(|e| refuse("match.malformed", format!("question: {e}")))?;
 
+    // One answer at a time per (requester, contract, subject): the budget is
+    // counted and the access log written under this lock, so concurrent
+    // requests cannot all see the same unspent budget.
+    let _subject_lock = state
+        .guards
+        .subject_lock(&req.requester, &req.contract, &subject_ref)
+        .await;
+    // Every request that writes an access-log entry, denials included, counts
+    // against the requester's volume under the contract: this bounds what
+    // any requester, honest or not, can make the chain record.
+    let limit = state
+        .registry
+        .contract(&req.contract)
+        .map_or(regions::Volume::DEFAULT, |c| c.volume);
+    let reservation = state
+        .guards
+        .reserve(&state.ledger, &req.requester, &req.contract, limit, now)
+        .map_err(|v| {
+            state.metrics.refusal(v.code());
+            refuse(v.code(), v.message(&req.contract))
+        })?;
     let day = today(now);
     let verdict_and_record = evaluate(state, &req, &question, &subject_ref, day, now)?;
     let (verdict, values, record) = verdict_and_record;
+    let counts = !matches!(verdict, Verdict::Denied { .. });
     let evaluated_height = state.ledger.head().height;
     let mut nonce = [0u8; 32];
     getrandom::fill(&mut nonce).expect("the OS random source is available");
@@ -204,9 +282,10 @@ pub async fn answer(state: &AppState, req: MatchRequest) -> Result<MatchAnswer, 
     );
     let kept = KeptAnswer {
         digest,
-        question: req.question.clone(),
+        question: serde_json::to_string(&shape_of(&question)).map_err(internal)?,
         sealed,
         record: plain.record.map(|r| r.leaf),
+        counts,
     };
     let entry = AccessEntry {
         tx: PreparedTx::new(&tx),
@@ -214,6 +293,11 @@ pub async fn answer(state: &AppState, req: MatchRequest) -> Result<MatchAnswer, 
         subjects: vec![subject_ref],
         at_ms: now,
         state: serde_json::to_vec(&kept).map_err(internal)?,
+        volume: Some((
+            req.requester.clone(),
+            req.contract.clone(),
+            crate::guard::day_of(now),
+        )),
     };
     let outcome = state
         .writer
@@ -221,7 +305,10 @@ pub async fn answer(state: &AppState, req: MatchRequest) -> Result<MatchAnswer, 
         .await
         .map_err(|e| refuse("ledger.unavailable", e.to_string()))?;
     match outcome.first().and_then(|o| o.first()) {
-        Some(Outcome::Written { location }) => rebuild(state, &req, location.leaf, kept),
+        Some(Outcome::Written { location }) => {
+            reservation.keep();
+            rebuild(state, &req, location.leaf, kept)
+        }
         Some(Outcome::Duplicate { .. }) => {
             // A concurrent identical request won the race: answer as it was answered.
             let (loc, k) = state
@@ -243,6 +330,64 @@ pub async fn answer(state: &AppState, req: MatchRequest) -> Result<MatchAnswer, 
     }
 }
 
+/// Sends `req` to the provider's gateway `gateway` over the relay, sealed
+/// whole to the provider department ([`SealedRequest`]): neither a hub nor
+/// anything else between the gateways reads the question.
+pub async fn ask_remote(
+    state: &AppState,
+    gateway: &str,
+    req: &MatchRequest,
+) -> Result<MatchAnswer, relay::RelayError> {
+    let relay = state.relay.get().ok_or_else(|| {
+        relay::RelayError::Refused(refuse(
+            "relay.disabled",
+            "this gateway has no relay configured; other cities cannot be asked",
+        ))
+    })?;
+    let hpke = state
+        .roots
+        .members
+        .get(&req.provider)
+        .and_then(|m| m.hpke)
+        .ok_or_else(|| {
+            relay::RelayError::Refused(refuse(
+                "match.unknown_provider",
+                format!("`{}` has no HPKE key in the registry", req.provider),
+            ))
+        })?;
+    let envelope = SealedRequest::seal(req, &hpke, &mut rng())
+        .map_err(|e| relay::RelayError::Refused(refuse(e.code(), e.to_string())))?;
+    let body = serde_json::to_vec(&envelope)
+        .map_err(|e| relay::RelayError::Refused(refuse("internal", e.to_string())))?;
+    let bytes = relay.request(gateway, "match", body).await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        relay::RelayError::Refused(refuse(
+            "match.malformed_answer",
+            format!("the provider's answer does not parse: {e}"),
+        ))
+    })
+}
+
+/// Opens a request that came sealed over the relay, with the custody key of
+/// the department it names.
+pub fn open_remote(state: &AppState, body: &[u8]) -> Result<MatchRequest, Refusal> {
+    let envelope: SealedRequest = serde_json::from_slice(body).map_err(|e| {
+        refuse(
+            "match.malformed",
+            format!("a request between gateways must be sealed to its provider: {e}"),
+        )
+    })?;
+    let key = state.custody.get(&envelope.provider).ok_or_else(|| {
+        refuse(
+            "match.no_custody",
+            format!("this gateway holds no HPKE key of `{}`", envelope.provider),
+        )
+    })?;
+    envelope
+        .open(key)
+        .map_err(|e| refuse(e.code(), e.to_string()))
+}
+
 type Evaluated = (Verdict, Vec<(String, String)>, Option<(Hash, u32)>);
 
 fn evaluate(
@@ -259,6 +404,8 @@ fn evaluate(
         .contract(&req.contract)
         .map_or(0, |c| u64::from(c.budget.per_days));
     let since = now.saturating_sub(window_days * 86_400_000);
+    // Denials do not count: a malformed or refused request must not lock the
+    // subject out for the requester.
     let mut prior = 0u32;
     for (_, loc) in state
         .ledger
@@ -276,10 +423,12 @@ fn evaluate(
             && let TxBody::AccessLog {
                 requester,
                 contract,
+                request_id,
                 ..
             } = &tx.body
             && requester == &req.requester
             && contract == &req.contract
+            && counts_against_budget(state, request_id)
         {
             prior += 1;
         }

@@ -155,6 +155,11 @@ impl Metrics {
                     load(&st.refused_connections),
                 ),
                 (
+                    "tongban_relay_replays_refused_total",
+                    "requests refused by the replay window: stale or repeated nonces",
+                    load(&st.replays_refused),
+                ),
+                (
                     "tongban_relay_malformed_total",
                     "peers disconnected for malformed frames",
                     load(&st.malformed),
@@ -190,6 +195,7 @@ impl Metrics {
             ));
         }
         render_backlog(&mut out, state);
+        state.guards.render(&mut out);
         out.push_str(
             "# TYPE tongban_light_linked_height gauge\n# TYPE tongban_light_frozen gauge\n",
         );

@@ -157,8 +157,7 @@ async fn serve(
 ) -> Result<Vec<u8>, Refusal> {
     match service.as_str() {
         "match" => {
-            let req: MatchRequest = serde_json::from_slice(&body)
-                .map_err(|e| Refusal::new("match.malformed", format!("request: {e}")))?;
+            let req: MatchRequest = crate::matching::open_remote(&state, &body)?;
             // A gateway carries only its own city's requests.
             if member_city(&state, &req.requester) != member_city(&state, &from) {
                 return Err(Refusal::new(

@@ -228,6 +228,7 @@ impl Gateway {
             timing: cfg.applications,
             engine: std::sync::OnceLock::new(),
             webhooks: std::sync::OnceLock::new(),
+            guards: crate::guard::MatchGuards::default(),
         });
         Ok(Gateway {
             state,

@@ -58,6 +58,8 @@ pub struct AppState {
     pub timing: regions::application::Timing,
     /// The application engine, once started.
     pub engine: OnceLock<crate::applications::Engine>,
+    /// Per-subject locks and per-requester volume of the provider side of matches.
+    pub guards: crate::guard::MatchGuards,
     /// Webhook push of inbox items, once started.
     pub webhooks: OnceLock<crate::webhook::Pusher>,
 }

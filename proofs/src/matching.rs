@@ -271,6 +271,88 @@ impl MatchRequest {
     }
 }
 
+/// HPKE `info` of a request sealed for transit between gateways.
+pub const ENVELOPE_INFO: &[u8] = b"tongban/match-envelope/v1";
+/// Domain of the AAD that binds a sealed request to its provider.
+pub const ENVELOPE_AAD_DOMAIN: &str = "tongban/match-envelope-aad/v1";
+/// Longest plaintext of a sealed request (a request's JSON is far smaller).
+pub const MAX_ENVELOPE: usize = 64 * 1024;
+
+/// A [`MatchRequest`] sealed whole (question, ids, signature) to the provider
+/// department's HPKE key for its way between gateways: a hub that forwards it
+/// sees the provider's id and the ciphertext's length, nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedRequest {
+    /// The provider department (whose key opens it).
+    pub provider: String,
+    /// The request's JSON, sealed (AAD: [`ENVELOPE_AAD_DOMAIN`] ‖ str(provider)).
+    pub sealed: Sealed,
+}
+
+fn envelope_aad(provider: &str) -> Vec<u8> {
+    let mut e = Encoder::with_domain(ENVELOPE_AAD_DOMAIN);
+    e.str(provider);
+    e.finish()
+}
+
+impl SealedRequest {
+    /// Seals `req` to its provider's key.
+    pub fn seal(
+        req: &MatchRequest,
+        provider_hpke: &HpkePublicKey,
+        rng: &mut impl CryptoRng,
+    ) -> Result<Self, MatchError> {
+        let plain = serde_json::to_vec(req).map_err(|e| MatchError::Malformed {
+            field: "request",
+            problem: e.to_string(),
+        })?;
+        let sealed = seal_base(
+            provider_hpke,
+            ENVELOPE_INFO,
+            &envelope_aad(&req.provider),
+            &plain,
+            rng,
+        )?;
+        Ok(SealedRequest {
+            provider: req.provider.clone(),
+            sealed,
+        })
+    }
+
+    /// Opens with the provider department's key; the request inside must
+    /// name the same provider.
+    pub fn open(&self, key: &HpkeSecretKey) -> Result<MatchRequest, MatchError> {
+        if self.sealed.ciphertext.len() > MAX_ENVELOPE + 16 {
+            return Err(MatchError::Malformed {
+                field: "sealed",
+                problem: format!("longer than {} bytes", MAX_ENVELOPE + 16),
+            });
+        }
+        let plain = open_base(
+            key,
+            ENVELOPE_INFO,
+            &envelope_aad(&self.provider),
+            &self.sealed,
+        )?;
+        let req: MatchRequest =
+            serde_json::from_slice(&plain).map_err(|e| MatchError::Malformed {
+                field: "sealed",
+                problem: format!("the request inside does not parse: {e}"),
+            })?;
+        if req.provider != self.provider {
+            return Err(MatchError::Malformed {
+                field: "provider",
+                problem: format!(
+                    "the envelope names `{}`, the request inside `{}`",
+                    self.provider, req.provider
+                ),
+            });
+        }
+        Ok(req)
+    }
+}
+
 /// The record type a question asks about (its `record_type` member).
 pub fn question_record_type(question: &str) -> Option<String> {
     serde_json::from_str::<serde_json::Value>(question)

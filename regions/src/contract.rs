@@ -3,7 +3,7 @@
 //! [`evaluate`] checks a [`Request`] against a [`Contract`] and returns
 //! [`Decision::Allow`] or [`Decision::Deny`] with the [`DenyRule`] that denied
 //! it. Rules are checked in a fixed order (version, validity period,
-//! requester, provider, record type, purpose, disclosure, fields, operators,
+//! requester, provider, record type, purpose, disclosure, the fields a disclosure requires, fields, operators,
 //! counts, predicate form, budget) and the first that fails is reported, so the
 //! same request always gets the same answer. Each rule has a stable
 //! [`DenyRule::code`] for logs, APIs and signed denials.
@@ -15,7 +15,7 @@ use proofs::Date;
 use thiserror::Error;
 
 use crate::model::{Contract, Disclosure, RecordType, Registry};
-use crate::predicate::{Op, Predicate};
+use crate::predicate::{Op, Operand, Predicate};
 
 /// A request as the contract sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +162,15 @@ pub enum DenyRule {
         /// Why.
         reason: String,
     },
+    /// Values were asked for without the `eq` test on a field the contract
+    /// requires the requester to know first (`disclose_requires`).
+    #[error(
+        "values are disclosed only to a request that tests `{field}` with eq against a constant"
+    )]
+    DisclosureUnguarded {
+        /// The first required field not tested.
+        field: String,
+    },
     /// The requester's budget for this subject is spent.
     #[error("query budget of {queries} per {per_days} days for this subject is spent")]
     BudgetExhausted {
@@ -188,6 +197,7 @@ impl DenyRule {
             DenyRule::OperatorNotAllowed { .. } => "contract.operator_not_allowed",
             DenyRule::CountNotAllowed => "contract.count_not_allowed",
             DenyRule::MalformedPredicate { .. } => "contract.malformed_predicate",
+            DenyRule::DisclosureUnguarded { .. } => "contract.disclosure_unguarded",
             DenyRule::BudgetExhausted { .. } => "contract.budget_exhausted",
         }
     }
@@ -273,6 +283,27 @@ pub fn check_question(
         return Err(DenyRule::FieldNotAllowed {
             field: field.clone(),
         });
+    }
+    if !disclose.is_empty() {
+        let tested = |field: &str| {
+            predicates.iter().any(|p| {
+                matches!(p, Predicate::Field(t) if t.field == field && t.op == Op::Eq
+                    && matches!(t.operand, Operand::Value(_) | Operand::Param(_)))
+            })
+        };
+        let missing = if contract.disclose_requires.is_empty() {
+            // A value contract naming no guard is refused by validation; fail closed anyway.
+            Some(String::from("(disclose_requires is empty)"))
+        } else {
+            contract
+                .disclose_requires
+                .iter()
+                .find(|f| !tested(f))
+                .cloned()
+        };
+        if let Some(field) = missing {
+            return Err(DenyRule::DisclosureUnguarded { field });
+        }
     }
     for p in predicates {
         for t in p.field_tests() {

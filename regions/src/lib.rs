@@ -60,7 +60,7 @@ pub use contract::{Decision, DenyRule, Request};
 pub use load::{LoadError, MAX_REGISTRY_BYTES, load, load_pinned};
 pub use model::{
     Budget, Centre, Chain, City, Contract, Department, Disclosure, FieldDef, Gateway, Hub,
-    MemberRef, RecordType, Region, Registry, Utility, UtilityKind,
+    MemberRef, RecordType, Region, Registry, Utility, UtilityKind, Volume,
 };
 pub use predicate::{
     CountTest, EvalError, FieldTest, Op, Operand, Outcome, Predicate, PredicateError, Record,

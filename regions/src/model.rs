@@ -44,7 +44,9 @@
 //!                               # fields, operators (eq ne lt le gt ge in exists),
 //!                               # count = true|false, disclosure = "match"|"value",
 //!                               # purpose, valid_from, valid_until ("YYYY-MM-DD"),
-//!                               # budget = { queries = 5, per_days = 30 }
+//!                               # budget = { queries = 5, per_days = 30 },
+//!                               # volume = { per_minute = 120, per_day = 5000 } (optional),
+//!                               # disclose_requires = ["certificate_number"] (value contracts)
 //!
 //! [[bundles]]                   # id, name, params = [{ id, name, kind = text|int|bool|date|city }],
 //! id = "house-transfer"         # rule = "<evidence>" | { all = [...] } | { any = [...] } | { not = ... }
@@ -306,6 +308,32 @@ pub struct Budget {
     pub per_days: u32,
 }
 
+/// A per-requester volume limit under one contract, over all subjects
+/// together, counted by each provider gateway: what stops one requester from
+/// sweeping a city's population even when each subject's budget holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Volume {
+    /// Requests in any 60-second window.
+    pub per_minute: u32,
+    /// Requests per calendar day (UTC+8).
+    pub per_day: u32,
+}
+
+impl Volume {
+    /// The limit of a contract that names none: 120 a minute, 5,000 a day.
+    pub const DEFAULT: Volume = Volume {
+        per_minute: 120,
+        per_day: 5_000,
+    };
+}
+
+impl Default for Volume {
+    fn default() -> Volume {
+        Volume::DEFAULT
+    }
+}
+
 /// A data-sharing contract: who may ask whom what about which record type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -339,6 +367,15 @@ pub struct Contract {
     pub valid_until: Date,
     /// Per-requester, per-subject query budget.
     pub budget: Budget,
+    /// Per-requester volume over all subjects ([`Volume::DEFAULT`] if not named).
+    #[serde(default)]
+    pub volume: Volume,
+    /// Fields a request must test with `eq` (a top-level field test against a
+    /// constant) before any value is disclosed: what the requester must already
+    /// know, such as the title's certificate number. Values come only from a
+    /// record on which those tests hold. A value contract must name at least one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disclose_requires: Vec<String>,
 }
 
 /// A borrowed view of any registry member.

@@ -13,7 +13,7 @@ use thiserror::Error;
 
 use crate::bundle::{Bundle, CityRef, Evidence, ParamKind, Rule, Service, ServiceTarget, Source};
 use crate::contract::{DenyRule, check_question};
-use crate::model::{City, Contract, MemberRef, Registry, local_id};
+use crate::model::{City, Contract, Disclosure, MemberRef, Registry, local_id};
 use crate::predicate::{Op, PredicateError};
 
 /// The longest id accepted.
@@ -149,6 +149,27 @@ pub enum ValidationError {
         queries: u32,
         /// Days given.
         per_days: u32,
+    },
+    /// A volume limit of 0 a minute or 0 a day, or a minute's limit above the day's.
+    #[error(
+        "contract `{contract}`: volume must allow 1 to per_day requests a minute and at least 1 a day, not {per_minute} a minute and {per_day} a day"
+    )]
+    BadVolume {
+        /// The contract.
+        contract: String,
+        /// Requests a minute given.
+        per_minute: u32,
+        /// Requests a day given.
+        per_day: u32,
+    },
+    /// A value contract that names no field the requester must already know:
+    /// it would disclose values to anyone who knows only the subject's number.
+    #[error(
+        "contract `{contract}`: discloses values but `disclose_requires` names no field the requester must test with eq first"
+    )]
+    UnguardedDisclosure {
+        /// The contract.
+        contract: String,
     },
     /// A predicate that does not fit its record type.
     #[error("{entry}: {source}")]
@@ -657,6 +678,42 @@ impl Validator<'_> {
                 queries: c.budget.queries,
                 per_days: c.budget.per_days,
             });
+        }
+        let v = c.volume;
+        if v.per_minute == 0 || v.per_day == 0 || v.per_minute > v.per_day {
+            self.push(ValidationError::BadVolume {
+                contract: c.id.clone(),
+                per_minute: v.per_minute,
+                per_day: v.per_day,
+            });
+        }
+        if c.disclosure == Disclosure::Value && c.disclose_requires.is_empty() {
+            self.push(ValidationError::UnguardedDisclosure {
+                contract: c.id.clone(),
+            });
+        }
+        self.no_repeats(
+            &e,
+            "disclose_requires",
+            c.disclose_requires.iter().map(String::as_str),
+        );
+        for f in &c.disclose_requires {
+            if c.disclosure == Disclosure::Match {
+                self.invalid(
+                    &e,
+                    format!("disclose_requires names `{f}` but the contract discloses no values"),
+                );
+            } else if !c.fields.contains(f) {
+                self.invalid(
+                    &e,
+                    format!("disclose_requires names `{f}`, which is not among its fields"),
+                );
+            } else if !c.operators.contains(&Op::Eq) {
+                self.invalid(
+                    &e,
+                    format!("disclose_requires names `{f}` but the contract does not allow eq"),
+                );
+            }
         }
     }
 

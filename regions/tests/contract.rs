@@ -4,7 +4,7 @@ use proofs::{Date, Kind, Value};
 use regions::contract::{check_question, evaluate};
 use regions::{
     Budget, Contract, Decision, DenyRule, Disclosure, FieldDef, FieldTest, Op, Operand, Predicate,
-    RecordType, Request,
+    RecordType, Request, Volume,
 };
 
 fn date(s: &str) -> Date {
@@ -55,6 +55,11 @@ fn contract(disclosure: Disclosure, count: bool) -> Contract {
         budget: Budget {
             queries: 5,
             per_days: 30,
+        },
+        volume: Volume::DEFAULT,
+        disclose_requires: match disclosure {
+            Disclosure::Value => vec!["certificate_number".into()],
+            Disclosure::Match => vec![],
         },
     }
 }
@@ -451,6 +456,9 @@ fn codes_are_distinct_and_namespaced() {
             op: Op::Eq,
         },
         DenyRule::CountNotAllowed,
+        DenyRule::DisclosureUnguarded {
+            field: String::new(),
+        },
         DenyRule::MalformedPredicate {
             predicate: String::new(),
             reason: String::new(),
@@ -465,4 +473,61 @@ fn codes_are_distinct_and_namespaced() {
     codes.sort();
     codes.dedup();
     assert_eq!(codes.len(), rules.len());
+}
+
+/// Issue 15, finding 2: a value contract was a free look-up (no predicate at
+/// all disclosed any owner's address). Values need the guard fields tested
+/// with `eq` against a constant first.
+#[test]
+fn values_are_not_disclosed_without_the_required_eq_tests() {
+    let c = contract(Disclosure::Value, true);
+    let disclose = ["address".to_owned()];
+    // No predicate at all.
+    let rule = deny(&c, &request(&[], &disclose));
+    assert_eq!(
+        rule,
+        DenyRule::DisclosureUnguarded {
+            field: "certificate_number".into()
+        }
+    );
+    assert_eq!(rule.code(), "contract.disclosure_unguarded");
+    // Other fields tested, the guard not.
+    let ps = vec![eq("seized", Value::Bool(false))];
+    assert_eq!(
+        deny(&c, &request(&ps, &disclose)).code(),
+        "contract.disclosure_unguarded"
+    );
+    // The guard field compared with another operator.
+    let ps =
+        vec![Predicate::field("certificate_number", Op::Lt, Operand::Value(text("z"))).unwrap()];
+    assert_eq!(
+        deny(&c, &request(&ps, &disclose)).code(),
+        "contract.disclosure_unguarded"
+    );
+    // The guard inside a count's filter does not name one record.
+    let ps = vec![
+        Predicate::count(
+            vec![FieldTest::new("certificate_number", Op::Eq, Operand::Value(text("x"))).unwrap()],
+            Op::Lt,
+            2,
+        )
+        .unwrap(),
+    ];
+    assert_eq!(
+        deny(&c, &request(&ps, &disclose)).code(),
+        "contract.disclosure_unguarded"
+    );
+    // A yes/no question under the same contract needs no guard.
+    let ps = vec![eq("seized", Value::Bool(false))];
+    assert!(evaluate(&c, &record_type(), &request(&ps, &[])).is_allowed());
+    // With the guard, values may be asked for.
+    let ps = vec![eq("certificate_number", text("沪(2024)第001号"))];
+    assert!(evaluate(&c, &record_type(), &request(&ps, &disclose)).is_allowed());
+    // A value contract that (wrongly) names no guard fails closed.
+    let mut open = c.clone();
+    open.disclose_requires.clear();
+    assert_eq!(
+        deny(&open, &request(&ps, &disclose)).code(),
+        "contract.disclosure_unguarded"
+    );
 }

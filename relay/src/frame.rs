@@ -34,7 +34,8 @@ pub struct Request {
     pub service: String,
     /// What the service reads.
     pub body: Vec<u8>,
-    /// Unique per origin (replay window for forwarded frames).
+    /// Unique per origin: `ms << 16 | counter` (the destination keeps a
+    /// replay window, [`ReplayWindow`]).
     pub nonce: u64,
     /// The origin's signature, when the frame is relayed.
     pub signature: Option<Signature>,
@@ -154,6 +155,73 @@ impl Request {
     }
 }
 
+/// How far a request's nonce time may be from the destination's clock (5 minutes).
+pub const REPLAY_WINDOW_MS: u64 = 5 * 60 * 1000;
+
+/// The time (Unix ms) a nonce was made at: origins make nonces as
+/// `ms << 16 | counter`, so the top 48 bits are a clock reading.
+pub fn nonce_time_ms(nonce: u64) -> u64 {
+    nonce >> 16
+}
+
+/// The destination's replay window: a request is taken only if its nonce's
+/// time is within [`REPLAY_WINDOW_MS`] of now and its (origin, nonce) was not
+/// seen before. Seen nonces are forgotten once they fall out of the window,
+/// so memory is bounded by the origins' request rate times the window.
+#[derive(Debug, Default)]
+pub struct ReplayWindow {
+    seen: std::collections::HashMap<String, std::collections::BTreeSet<u64>>,
+    checks: u64,
+}
+
+impl ReplayWindow {
+    /// Takes (origin, nonce) at `now_ms`, or refuses it.
+    pub fn check(&mut self, origin: &str, nonce: u64, now_ms: u64) -> Result<(), Refusal> {
+        let t = nonce_time_ms(nonce);
+        if t.saturating_add(REPLAY_WINDOW_MS) < now_ms
+            || t > now_ms.saturating_add(REPLAY_WINDOW_MS)
+        {
+            return Err(Refusal::new(
+                "relay.stale",
+                format!(
+                    "the request's nonce is dated {t} ms, outside {} s of this node's clock ({now_ms} ms)",
+                    REPLAY_WINDOW_MS / 1000
+                ),
+            ));
+        }
+        self.checks += 1;
+        if self.checks % 1024 == 0 {
+            self.forget_before(now_ms.saturating_sub(REPLAY_WINDOW_MS));
+        }
+        let set = self.seen.entry(origin.to_owned()).or_default();
+        if !set.insert(nonce) {
+            return Err(Refusal::new(
+                "relay.replayed",
+                format!("a request from `{origin}` with this nonce was already taken"),
+            ));
+        }
+        Ok(())
+    }
+    fn forget_before(&mut self, cutoff_ms: u64) {
+        let floor = cutoff_ms << 16;
+        self.seen.retain(|_, set| {
+            *set = set.split_off(&floor);
+            !set.is_empty()
+        });
+    }
+    /// Nonces remembered (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.seen
+            .values()
+            .map(std::collections::BTreeSet::len)
+            .sum()
+    }
+    /// Whether none is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl Response {
     /// What the destination signs: the request's digest and the result.
     pub fn signing_bytes(&self, request: &Hash) -> Vec<u8> {
@@ -246,5 +314,42 @@ mod tests {
             signature: Some(k.sign(b"x")),
         };
         assert_eq!(Response::decode(&resp.encode(), 16).unwrap(), resp);
+    }
+
+    /// Issue 15, finding 9: a hub could replay a signed frame; the
+    /// destination now takes each (origin, nonce) once, and only while its
+    /// time is within the window.
+    #[test]
+    fn the_replay_window_takes_each_nonce_once_and_only_while_fresh() {
+        let now = 1_780_000_000_000u64;
+        let mut w = ReplayWindow::default();
+        let n = now << 16 | 7;
+        assert!(w.check("a", n, now).is_ok());
+        assert_eq!(w.check("a", n, now + 1).unwrap_err().code, "relay.replayed");
+        // Another origin may use the same number.
+        assert!(w.check("b", n, now).is_ok());
+        // Stale and future nonces.
+        let old = (now - REPLAY_WINDOW_MS - 1) << 16;
+        assert_eq!(w.check("a", old, now).unwrap_err().code, "relay.stale");
+        let future = (now + REPLAY_WINDOW_MS + 1) << 16;
+        assert_eq!(w.check("a", future, now).unwrap_err().code, "relay.stale");
+        // Edges of the window are inside.
+        assert!(w.check("a", (now - REPLAY_WINDOW_MS) << 16, now).is_ok());
+        assert!(w.check("a", (now + REPLAY_WINDOW_MS) << 16, now).is_ok());
+        // Memory is bounded: what fell out of the window is forgotten, and a
+        // replay of it is still refused, as stale.
+        let mut w = ReplayWindow::default();
+        for i in 0..5_000u64 {
+            w.check("a", (now + i) << 16, now + i).unwrap();
+        }
+        let later = now + REPLAY_WINDOW_MS + 10_000;
+        for i in 0..2_048u64 {
+            w.check("a", (later + i) << 16, later + i).unwrap();
+        }
+        assert!(w.len() <= 2_048, "{} nonces kept", w.len());
+        assert_eq!(
+            w.check("a", now << 16, later).unwrap_err().code,
+            "relay.stale"
+        );
     }
 }

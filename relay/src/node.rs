@@ -154,6 +154,8 @@ pub struct RelayStats {
     pub forwarded: AtomicU64,
     /// Attempts retried.
     pub retries: AtomicU64,
+    /// Requests refused by the replay window (stale or repeated nonces).
+    pub replays_refused: AtomicU64,
     /// Connections refused (identity not on the allowlist).
     pub refused_connections: AtomicU64,
     /// Peers disconnected for malformed frames.
@@ -266,6 +268,22 @@ struct Inner {
     local: PeerId,
 }
 
+impl Inner {
+    /// A fresh nonce: `ms << 16 | counter`, strictly increasing and never
+    /// behind this node's clock (the destination's replay window reads the
+    /// time in it).
+    fn next_nonce(&self) -> u64 {
+        let clock = now_ms() << 16;
+        let prev = self
+            .nonce
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_add(1).max(clock))
+            })
+            .unwrap_or(clock);
+        prev.saturating_add(1).max(clock)
+    }
+}
+
 enum Cmd {
     Send {
         peer: PeerId,
@@ -376,6 +394,7 @@ impl Relay {
             stats: stats.clone(),
             listen_waiters: Vec::new(),
             redial: cfg.redial,
+            replay: crate::frame::ReplayWindow::default(),
         };
         tokio::spawn(async move { task.run().await });
         let seed = now_ms().wrapping_shl(16);
@@ -474,6 +493,44 @@ impl Relay {
         r
     }
 
+    /// Sends an encoded request frame as it is to the direct peer `hop` and
+    /// returns the raw response frame. Gateways never use it: it is what a
+    /// dishonest peer (a hub replaying a frame it forwarded) can do, for
+    /// tests of the receiving side.
+    #[doc(hidden)]
+    pub async fn send_frame(&self, hop: &str, frame: Vec<u8>) -> Result<Vec<u8>, RelayError> {
+        let i = &self.inner;
+        let (peer, addrs) = i
+            .peers
+            .get(hop)
+            .cloned()
+            .ok_or_else(|| RelayError::NoRoute(hop.to_owned()))?;
+        let (tx, rx) = oneshot::channel();
+        i.cmd
+            .send(Cmd::Send {
+                peer,
+                addrs,
+                frame,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| RelayError::Closed)?;
+        match tokio::time::timeout(i.request_timeout + Duration::from_secs(1), rx).await {
+            Ok(Ok(Ok(b))) => Ok(b),
+            Ok(Ok(Err(reason))) => Err(RelayError::Unreachable {
+                peer: hop.to_owned(),
+                attempts: 1,
+                reason,
+            }),
+            Ok(Err(_)) => Err(RelayError::Closed),
+            Err(_) => Err(RelayError::Unreachable {
+                peer: hop.to_owned(),
+                attempts: 1,
+                reason: "timed out".into(),
+            }),
+        }
+    }
+
     async fn request_once(
         &self,
         to: &str,
@@ -491,20 +548,9 @@ impl Relay {
             to: to.to_owned(),
             service: service.to_owned(),
             body,
-            nonce: i.nonce.fetch_add(1, Ordering::Relaxed),
+            nonce: 0,
             signature: None,
         };
-        if relayed {
-            req.sign(&i.key);
-        }
-        let digest = req.digest();
-        let frame = req.encode();
-        if frame.len() > i.max_frame + 1024 {
-            return Err(RelayError::BadResponse {
-                peer: to.to_owned(),
-                reason: format!("request of {} bytes exceeds the frame limit", frame.len()),
-            });
-        }
         i.stats.requests_out.fetch_add(1, Ordering::Relaxed);
         let mut last = String::new();
         for attempt in 0..i.attempts {
@@ -512,6 +558,22 @@ impl Relay {
                 i.stats.retries.fetch_add(1, Ordering::Relaxed);
                 let backoff = Duration::from_millis(100u64 << attempt.min(5));
                 tokio::time::sleep(backoff.min(Duration::from_secs(3))).await;
+            }
+            // Each attempt is a new frame with a fresh nonce: the destination
+            // takes a nonce once (its replay window), and the services are
+            // idempotent, so a retry of a request that did arrive is answered
+            // as the first was.
+            req.nonce = i.next_nonce();
+            if relayed {
+                req.sign(&i.key);
+            }
+            let digest = req.digest();
+            let frame = req.encode();
+            if frame.len() > i.max_frame + 1024 {
+                return Err(RelayError::BadResponse {
+                    peer: to.to_owned(),
+                    reason: format!("request of {} bytes exceeds the frame limit", frame.len()),
+                });
             }
             let (tx, rx) = oneshot::channel();
             i.cmd
@@ -689,6 +751,7 @@ struct Task {
     stats: Arc<RelayStats>,
     listen_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
     redial: Duration,
+    replay: crate::frame::ReplayWindow,
 }
 
 fn refusal(code: &str, message: impl Into<String>) -> Vec<u8> {
@@ -928,6 +991,14 @@ impl Task {
                 );
                 return;
             }
+        }
+        // Each (origin, nonce) once, and only while fresh: a hub cannot
+        // replay a frame it forwarded.
+        if let Err(r) = self.replay.check(&req.from, req.nonce, now_ms()) {
+            self.stats.replays_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(origin = %req.from, code = %r.code, "relay: request refused by the replay window");
+            self.respond(token, refusal(&r.code, r.message));
+            return;
         }
         if self.inflight >= self.max_inflight {
             self.respond(

@@ -225,3 +225,55 @@ async fn requests_complete_after_a_peer_restarts() {
     assert_eq!(r, b"b heard a on echo: 2");
     assert!(a.stats().retries.load(Ordering::Relaxed) >= 1);
 }
+
+/// Issue 15, finding 9: relayed frames' nonces were not checked at the
+/// destination, so a hub could replay a signed frame. Here the hub sends the
+/// same frame signed by `a` twice, and an old one: the destination takes the
+/// first only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_cannot_replay_a_signed_frame_or_send_a_stale_one() {
+    use relay::frame::{REPLAY_WINDOW_MS, Request, Response};
+    let net = Net::new();
+    let a = net.start("a").await;
+    let h = net.start("h").await;
+    let c = net.start("c").await;
+    // Connections are up: a reaches c through the hub.
+    let r = a.request("c", "echo", b"first".to_vec()).await.unwrap();
+    assert_eq!(r, b"c heard a on echo: first");
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let signed = |nonce: u64, body: &[u8]| {
+        let mut req = Request {
+            from: "a".into(),
+            to: "c".into(),
+            service: "echo".into(),
+            body: body.to_vec(),
+            nonce,
+            signature: None,
+        };
+        req.sign(&key("a"));
+        req.encode()
+    };
+    let result = |bytes: Vec<u8>| Response::decode(&bytes, 1 << 20).unwrap().result;
+    let frame = signed(now << 16 | 0xbeef, b"pay once");
+    let first = result(h.send_frame("c", frame.clone()).await.unwrap());
+    assert_eq!(first.unwrap(), b"c heard a on echo: pay once");
+    let again = result(h.send_frame("c", frame).await.unwrap());
+    assert_eq!(again.unwrap_err().code, "relay.replayed");
+    let stale = signed((now - REPLAY_WINDOW_MS - 60_000) << 16, b"old");
+    assert_eq!(
+        result(h.send_frame("c", stale).await.unwrap())
+            .unwrap_err()
+            .code,
+        "relay.stale"
+    );
+    assert_eq!(c.stats().replays_refused.load(Ordering::Relaxed), 2);
+    // a's own requests, retries included, keep working.
+    for i in 0..20 {
+        let r = a.request("c", "echo", vec![b'x'; i]).await.unwrap();
+        assert!(r.starts_with(b"c heard a on echo"));
+    }
+}

@@ -26,6 +26,8 @@ fn refusal_status(code: &str) -> StatusCode {
         "match.replayed" => StatusCode::CONFLICT,
         "match.expired" | "match.not_yet_valid" => StatusCode::UNPROCESSABLE_ENTITY,
         c if c.starts_with("relay.") => StatusCode::BAD_GATEWAY,
+        "match.malformed_answer" => StatusCode::BAD_GATEWAY,
+        "match.rate_limited" | "match.daily_cap" => StatusCode::TOO_MANY_REQUESTS,
         "ledger.unavailable" | "internal" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     }
@@ -97,18 +99,12 @@ pub async fn ask(State(state): State<Arc<AppState>>, signed: Signed) -> Result<R
             .await
             .map_err(|r| ApiError::new(refusal_status(&r.code), r.code, r.message))?
     } else {
-        let relay = state.relay.get().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "relay.disabled",
-                "this gateway has no relay configured; other cities cannot be asked",
-            )
-        })?;
-        let body = serde_json::to_vec(&req).map_err(ApiError::internal)?;
-        let bytes = relay
-            .request(&gateway, "match", body)
+        crate::matching::ask_remote(&state, &gateway, &req)
             .await
             .map_err(|e| match e {
+                RelayError::Refused(r) if r.code == "relay.disabled" => {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, r.code, r.message)
+                }
                 RelayError::Refused(r) => ApiError::new(refusal_status(&r.code), r.code, r.message),
                 RelayError::Unreachable { .. } => ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -120,14 +116,7 @@ pub async fn ask(State(state): State<Arc<AppState>>, signed: Signed) -> Result<R
                     other.code().to_owned(),
                     other.to_string(),
                 ),
-            })?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "match.malformed_answer",
-                format!("the provider's answer does not parse: {e}"),
-            )
-        })?
+            })?
     };
     let checked = verify(&state, &req, answer)
         .map_err(|r| ApiError::new(refusal_status(&r.code), r.code, r.message))?;
@@ -168,7 +157,8 @@ pub struct AccessRecord {
     pub contract: String,
     #[allow(missing_docs)]
     pub contract_version: u32,
-    /// The question (record type, predicates, fields, purpose).
+    /// The question's shape: record type, purpose, the fields and operators
+    /// tested and the fields asked for (never the values compared with).
     pub question: Option<serde_json::Value>,
     /// Its hash, as logged.
     pub question_hash: proofs::Hash,
@@ -182,8 +172,9 @@ pub struct AccessRecord {
     pub location: crate::ledger::TxLocation,
 }
 
-/// `POST /v1/access-ledger`: every access to a subject's data, for a
-/// department of this city that keeps records of the subject.
+/// `POST /v1/access-ledger`: every access to the subject's records kept by
+/// the calling department (a department of this city that keeps records of
+/// the subject; other departments' accesses are not shown).
 pub async fn access_ledger(
     State(state): State<Arc<AppState>>,
     signed: Signed,
@@ -223,6 +214,10 @@ pub async fn access_ledger(
             ..
         } = tx.body
         {
+            // A department sees only the accesses to its own records.
+            if provider != signed.member.id {
+                continue;
+            }
             let text = crate::matching::kept_question(&state, &request_id);
             out.push(AccessRecord {
                 requester,
