@@ -109,11 +109,68 @@ const USCC_WEIGHTS: [u32; 17] = [
     1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
 ];
 
+/// Format characters (Unicode general category Cf, as of Unicode 16.0)
+/// that name normalisation removes: soft hyphen, zero-width space and
+/// joiners, direction marks and isolates, word joiner, BOM and the rest.
+pub const FORMAT_CHARS: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+fn is_format(c: char) -> bool {
+    let c = u32::from(c);
+    FORMAT_CHARS.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c))
+}
+
+/// Normalises a name so that variants a person would read as the same name
+/// compare equal (`docs/encoding.md` §6): Unicode NFKC (full-width letters,
+/// digits and spaces become their plain forms), format characters
+/// ([`FORMAT_CHARS`]) removed, lower-cased (Unicode default lower-casing),
+/// every run of white space made one U+0020 and the ends trimmed, then NFKC
+/// again. Idempotent.
+pub fn normalise_name(raw: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let folded: String = raw
+        .nfkc()
+        .filter(|c| !is_format(*c))
+        .collect::<String>()
+        .to_lowercase();
+    let mut out = String::with_capacity(folded.len());
+    for word in folded.split(char::is_whitespace).filter(|w| !w.is_empty()) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out.nfkc().collect()
+}
+
 impl SubjectId {
-    /// Validates and normalises (trims, upper-cases) an identifier of `kind`.
+    /// Validates and normalises an identifier of `kind`: numbers and codes
+    /// are trimmed and upper-cased, names go through [`normalise_name`].
     pub fn new(kind: IdKind, raw: &str) -> Result<Self, SubjectError> {
         if kind == IdKind::Name {
-            let value = raw.trim();
+            let normalised = normalise_name(raw);
+            let value = normalised.as_str();
             if value.is_empty() || value.len() > MAX_NAME {
                 return Err(SubjectError::Length {
                     kind,
@@ -186,6 +243,12 @@ impl SubjectId {
     /// Eighteen letters and digits are always read as an identifier: a mistyped
     /// identity number or credit code is refused, never taken for a name.
     pub fn infer(raw: &str) -> Result<Self, SubjectError> {
+        // Full-width digits and letters of a number are read as plain ones.
+        let plain = {
+            use unicode_normalization::UnicodeNormalization;
+            raw.nfkc().collect::<String>()
+        };
+        let raw = plain.as_str();
         let t = raw.trim();
         if t.len() == 18 && t.bytes().all(|c| c.is_ascii_alphanumeric()) {
             let resident = Self::new(IdKind::Resident, raw);
