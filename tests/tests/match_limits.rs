@@ -545,3 +545,127 @@ fn rng() -> impl rand_core::CryptoRng {
     use rand_core::SeedableRng;
     rand_chacha::ChaCha20Rng::from_seed([9; 32])
 }
+
+fn title(owner: u64, certificate: &str) -> RecordInput {
+    let fields = serde_json::json!({
+        "certificate_number": certificate,
+        "owner_id": resident(owner),
+        "city": "nanjing",
+        "district": "Gulou",
+        "address": "12 Zhongshan Road, Room 501",
+        "area_m2": 89,
+        "use": "residential",
+        "registration_date": "2018-03-01",
+        "mortgaged": false,
+        "seized": false,
+    });
+    RecordInput {
+        record_type: "real-estate-title".into(),
+        record_id: certificate.into(),
+        version: 1,
+        fields: fields.as_object().unwrap().clone(),
+        issued_ms: 1_520_000_000_000,
+    }
+}
+
+/// Finding 2: with no predicate at all, `house-transfer.title` disclosed
+/// any owner's address and title number. Values now need the contract's
+/// `disclose_requires` fields tested with `eq` first, and come only from a
+/// record those tests hold on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_contract_is_not_a_free_look_up() {
+    let files = city_files("nanjing", "");
+    let run = start(&files).await;
+    let real_estate = "nanjing.real-estate";
+    publish(
+        &files,
+        &run,
+        real_estate,
+        title(1, "苏(2018)南京市不动产权第0000001号"),
+    )
+    .await;
+    let contract = "house-transfer.title";
+    let purpose = files.registry.contract(contract).unwrap().purpose.clone();
+    let roots = files.registry.trust_roots(files.registry_hash).unwrap();
+    let at = now();
+    let ask = |predicates: serde_json::Value| {
+        let q = serde_json::json!({
+            "record_type": "real-estate-title",
+            "predicates": predicates,
+            "disclose": ["address", "certificate_number"],
+            "purpose": purpose,
+        })
+        .to_string();
+        sign_match(
+            &files.registry,
+            &roots,
+            CENTRE,
+            &key(CENTRE),
+            &MatchAsk {
+                provider: real_estate,
+                contract,
+                question: &q,
+                subject: &resident(1),
+                ttl_ms: 60_000,
+            },
+            at,
+        )
+        .unwrap()
+    };
+    let open = |req: &MatchRequest, answer| {
+        let reply = MatchReply {
+            answer,
+            report: serde_json::Value::Null,
+            verified: false,
+        };
+        open_match(&reply, req, &roots, &hpke_secret_key(CENTRE), at)
+            .unwrap()
+            .0
+    };
+    // No predicate: denied, nothing disclosed.
+    let req = ask(serde_json::json!([]));
+    let plain = open(
+        &req,
+        gateway::matching::answer(&run.state, req.clone())
+            .await
+            .unwrap(),
+    );
+    assert!(
+        matches!(&plain.verdict, Verdict::Denied { code, .. } if code == "contract.disclosure_unguarded"),
+        "{:?}",
+        plain.verdict
+    );
+    assert!(plain.values.is_empty());
+    // A wrong certificate number: does not hold, nothing disclosed.
+    let req = ask(
+        serde_json::json!([{ "field": "certificate_number", "op": "eq", "value": "苏(2018)南京市不动产权第9999999号" }]),
+    );
+    let plain = open(
+        &req,
+        gateway::matching::answer(&run.state, req.clone())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(plain.verdict, Verdict::DoesNotHold);
+    assert!(plain.values.is_empty());
+    // The seller's own number: the address is disclosed.
+    let req = ask(
+        serde_json::json!([{ "field": "certificate_number", "op": "eq", "value": "苏(2018)南京市不动产权第0000001号" }]),
+    );
+    let plain = open(
+        &req,
+        gateway::matching::answer(&run.state, req.clone())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(plain.verdict, Verdict::Holds);
+    assert!(
+        plain
+            .values
+            .iter()
+            .any(|(n, v)| n == "address" && v == "12 Zhongshan Road, Room 501"),
+        "{:?}",
+        plain.values
+    );
+    run.stop().await;
+}
