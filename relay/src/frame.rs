@@ -190,7 +190,7 @@ impl ReplayWindow {
             ));
         }
         self.checks += 1;
-        if self.checks % 1024 == 0 {
+        if self.checks.is_multiple_of(1024) {
             self.forget_before(now_ms.saturating_sub(REPLAY_WINDOW_MS));
         }
         let set = self.seen.entry(origin.to_owned()).or_default();
