@@ -710,7 +710,7 @@ fn verify_item(
     };
     let Some(verified) = verify_answer_with(&answer, req, roots, now_ms, r, certified) else {
         // The failure is the nested fact's (access log or record).
-        skip_rest(r, 2, "the access log or the record");
+        skip_rest(r, 2, "the access log or the record did not verify");
         return false;
     };
     r.holds(
