@@ -1069,16 +1069,27 @@ pub fn inspect_verify(
             }
         );
     }
+    let cannot_show = regions::evidence::CANNOT_SHOW;
     if json {
         // One package: its object, as before; several: a list of them.
         if reports.len() == 1 {
             let one = reports.pop().unwrap_or_default();
-            print_json(&serde_json::json!({ "ok": one["ok"], "report": one["report"] }))?;
+            print_json(&serde_json::json!({
+                "ok": one["ok"], "report": one["report"], "cannot_show": cannot_show,
+            }))?;
         } else {
-            print_json(&serde_json::json!({ "ok": all_ok, "packages": reports }))?;
+            print_json(&serde_json::json!({
+                "ok": all_ok, "packages": reports, "cannot_show": cannot_show,
+            }))?;
         }
-    } else if packages.len() > 1 {
-        println!("{verified} of {} packages verified", packages.len());
+    } else {
+        if packages.len() > 1 {
+            println!("{verified} of {} packages verified", packages.len());
+        }
+        println!("\nWhat a package cannot show, even when every fact holds:");
+        for line in cannot_show {
+            println!("  - {line}");
+        }
     }
     Ok(if all_ok {
         std::process::ExitCode::SUCCESS

@@ -149,7 +149,8 @@ impl Default for LedgerSettings {
 pub struct HttpSettings {
     /// Largest request body (bytes); larger ones are refused before they are read.
     pub max_body_bytes: usize,
-    /// Accepted clock skew for signed requests (ms).
+    /// Accepted clock skew for signed HTTP requests (ms). Match requests
+    /// use the protocol's fixed 30 s (`docs/encoding.md` sections 11, 13).
     pub clock_skew_ms: u64,
 }
 

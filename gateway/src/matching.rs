@@ -158,7 +158,9 @@ pub async fn answer(state: &AppState, req: MatchRequest) -> Result<MatchAnswer, 
             format!("the request expired at {} (now {now})", req.expires_ms),
         ));
     }
-    if req.issued_ms > now + state.verifier.skew_ms() {
+    // The protocol's skew (section 11), not the HTTP setting: an answer is
+    // verified against `issued_ms − skew ≤ at_ms ≤ expires_ms` with it.
+    if req.issued_ms > now.saturating_add(state.roots.max_clock_skew_ms) {
         return Err(refuse(
             "match.not_yet_valid",
             "the request is issued in the future beyond the clock skew",

@@ -829,3 +829,37 @@ fn webhook_push_reaches_a_late_receiver_again_after_a_gateway_crash_and_never_af
     gw.kill().unwrap();
     gw.wait().unwrap();
 }
+
+/// Issue 15 item 23: the inspector says plainly what a verified package
+/// cannot show, in its text and its JSON output.
+#[test]
+fn inspect_verify_states_what_a_package_cannot_show() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let run = |json: bool| {
+        let mut c = tongban();
+        c.args(["inspect", "verify"])
+            .arg(root.join("docs/vectors/application-package-v1.json"))
+            .arg("--registry")
+            .arg(root.join("regions/examples/yangtze-delta.toml"));
+        if json {
+            c.arg("--json");
+        }
+        c.output().unwrap()
+    };
+    let text = run(false);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(text.status.success(), "{stdout}");
+    assert!(stdout.contains("VERIFIED: every fact holds"), "{stdout}");
+    let note = stdout
+        .split("What a package cannot show")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no closing note:\n{stdout}"));
+    for needle in ["signed word", "not revoked", "latest state", "left out"] {
+        assert!(note.contains(needle), "{needle}:\n{note}");
+    }
+    let json = run(true);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    let lines = v["cannot_show"].as_array().unwrap();
+    assert_eq!(lines.len(), regions::evidence::CANNOT_SHOW.len());
+}

@@ -624,7 +624,7 @@ pub fn verify_answer_with(
                 question,
                 answer: a,
                 request_id,
-                ..
+                at_ms,
             } => {
                 let same = requester == &request.requester
                     && p == &request.provider
@@ -640,6 +640,7 @@ pub fn verify_answer_with(
                     );
                     subjects = s.clone();
                     committed = Some(*a);
+                    check_answer_time(*at_ms, request, roots.max_clock_skew_ms, report);
                 } else {
                     report.fails(
                         "access log",
@@ -669,12 +670,26 @@ pub fn verify_answer_with(
             "a registry department",
             request.provider.clone(),
         );
+    } else {
+        for check in ["access.author", "access.request"] {
+            report.skipped(
+                "access log",
+                check,
+                "the access log's bundle did not verify",
+            );
+        }
     }
     let mut record = None;
     if let Some(b) = &answer.record
         && let Some(tx) = verify_bundle_with(b, roots, now_ms, "record", report, certified)
     {
         match &tx.body {
+            // The subject is the access log's: nothing to compare with.
+            _ if committed.is_none() => report.skipped(
+                "record",
+                "record.subject",
+                "the access log did not verify for this request",
+            ),
             TxBody::RecordCommit {
                 subjects: rs,
                 record_type,
@@ -712,6 +727,33 @@ pub fn verify_answer_with(
         access_height: answer.access.header.header.height,
         record,
     })
+}
+
+/// The access log's time is the answer's: a provider answers only from
+/// `issued_ms` (less the clock skew, as its clock may lag the requester's)
+/// until `expires_ms`, so an entry dated outside that window is not an
+/// answer to this request.
+fn check_answer_time(at_ms: u64, request: &MatchRequest, skew_ms: u64, report: &mut Report) {
+    let from = request.issued_ms.saturating_sub(skew_ms);
+    if (from..=request.expires_ms).contains(&at_ms) {
+        report.holds(
+            "access log",
+            "access.time",
+            "dated within the request's validity (less the clock skew)",
+        );
+    } else {
+        report.fails(
+            "access log",
+            "access.time",
+            "match.access_time",
+            "the access log is dated outside the request's validity",
+            format!(
+                "{from} ≤ at_ms ≤ {} (issued_ms − {skew_ms} ms skew to expires_ms)",
+                request.expires_ms
+            ),
+            at_ms.to_string(),
+        );
+    }
 }
 
 /// Opens the sealed answer and checks it against what [`verify_answer`]

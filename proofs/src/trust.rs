@@ -23,6 +23,10 @@ pub enum Role {
     Utility,
     /// A regional service centre taking applications.
     ServiceCentre,
+    /// A hub: a relay between city gateways. It owns no chain, so it may
+    /// author no transaction: a hub hosted in a city is not that city's
+    /// gateway.
+    Hub,
 }
 
 /// One chain's endorser set.

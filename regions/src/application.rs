@@ -63,7 +63,8 @@ pub enum Phase {
     Completed,
     /// The rule did not hold.
     Rejected,
-    /// Evidence or a delivery could not be completed.
+    /// Evidence could not be obtained, a service could not be delivered, or
+    /// a recipient rejected its service request (the reason says which).
     Failed,
 }
 
@@ -515,8 +516,227 @@ fn finish(app: &mut Application, now_ms: u64) {
             .push(entry(now_ms, "failed", Some(id), code.clone()));
         return;
     }
+    // A recipient that rejected its request (its signed receipt says so) did
+    // not carry out the service: the application is not completed.
+    if let Some((id, why)) = app.services.iter().find_map(|(id, s)| match s {
+        ServiceState::Receipted {
+            accepted: false,
+            reason,
+            ..
+        } => Some((
+            id.clone(),
+            if reason.is_empty() {
+                "no reason given".to_owned()
+            } else {
+                reason.clone()
+            },
+        )),
+        _ => None,
+    }) {
+        app.reason = Some(format!(
+            "service `{id}` was rejected by its recipient: {why}"
+        ));
+        app.phase = Phase::Failed;
+        app.timeline.push(entry(
+            now_ms,
+            "failed",
+            Some(&id),
+            format!("service.rejected: {why}"),
+        ));
+        return;
+    }
     app.phase = Phase::Completed;
     app.timeline.push(entry(now_ms, "completed", None, ""));
+}
+
+/// How an application contradicts its bundle or its own phase (see
+/// [`check_fit`] and [`check_phase`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inconsistency {
+    /// Stable code: `application.params_mismatch`,
+    /// `application.evidence_mismatch`, `application.services_mismatch` or
+    /// `application.phase_mismatch`.
+    pub code: &'static str,
+    /// What a consistent application would have.
+    pub expected: String,
+    /// What this one has.
+    pub found: String,
+}
+
+fn inconsistent(
+    code: &'static str,
+    expected: impl Into<String>,
+    found: impl Into<String>,
+) -> Result<(), Inconsistency> {
+    Err(Inconsistency {
+        code,
+        expected: expected.into(),
+        found: found.into(),
+    })
+}
+
+fn ids<'a>(it: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = it.map(String::as_str).collect();
+    format!("[{}]", v.join(", "))
+}
+
+/// Checks an application against its bundle's declaration: its parameters
+/// are exactly the declared ones, each of its kind (cities of the registry);
+/// its evidence is exactly the bundle's; its services are none (not
+/// approved) or exactly the bundle's.
+pub fn check_fit(
+    registry: &Registry,
+    bundle: &Bundle,
+    app: &Application,
+) -> Result<(), Inconsistency> {
+    if let Err(e) = bundle.check_params(registry, &app.params) {
+        return inconsistent(
+            "application.params_mismatch",
+            format!("the parameters bundle `{}` declares", bundle.id),
+            e.to_string(),
+        );
+    }
+    let declared = |a: &mut dyn Iterator<Item = &String>, b: &mut dyn Iterator<Item = &String>| {
+        let a: std::collections::BTreeSet<&String> = a.collect();
+        let b: std::collections::BTreeSet<&String> = b.collect();
+        a == b
+    };
+    if !declared(
+        &mut app.evidence.keys(),
+        &mut bundle.evidence.iter().map(|e| &e.id),
+    ) {
+        return inconsistent(
+            "application.evidence_mismatch",
+            format!("evidence {}", ids(bundle.evidence.iter().map(|e| &e.id))),
+            format!("evidence {}", ids(app.evidence.keys())),
+        );
+    }
+    if !app.services.is_empty()
+        && !declared(
+            &mut app.services.keys(),
+            &mut bundle.services.iter().map(|s| &s.id),
+        )
+    {
+        return inconsistent(
+            "application.services_mismatch",
+            format!(
+                "no services, or services {}",
+                ids(bundle.services.iter().map(|s| &s.id))
+            ),
+            format!("services {}", ids(app.services.keys())),
+        );
+    }
+    Ok(())
+}
+
+/// Checks that an application's phase agrees with its evidence, its
+/// services and its reason, as [`step`] leaves them:
+///
+/// * `matching`: no services; some evidence pending, none unneeded; no reason;
+/// * `dispatching`: every service of the bundle, some pending; no evidence pending; no reason;
+/// * `completed`: every service of the bundle receipted and accepted; no evidence pending; no reason;
+/// * `rejected`: no services; no evidence pending; a reason;
+/// * `failed`: no evidence pending; a reason; and either no services and some
+///   evidence failed (it could not be obtained), or every service of the
+///   bundle, none pending, and some failed or rejected by its recipient.
+///
+/// [`check_fit`] is assumed (services are none or exactly the bundle's).
+pub fn check_phase(bundle: &Bundle, app: &Application) -> Result<(), Inconsistency> {
+    let ev_pending = app
+        .evidence
+        .values()
+        .any(|s| matches!(s, EvidenceState::Pending { .. }));
+    let ev_unneeded = app
+        .evidence
+        .values()
+        .any(|s| matches!(s, EvidenceState::Unneeded));
+    let ev_failed = app
+        .evidence
+        .values()
+        .any(|s| matches!(s, EvidenceState::Failed { .. }));
+    let all_services = app.services.len() == bundle.services.len();
+    let sv_pending = app
+        .services
+        .values()
+        .any(|s| matches!(s, ServiceState::Pending { .. }));
+    let sv_done = app
+        .services
+        .values()
+        .all(|s| matches!(s, ServiceState::Receipted { accepted: true, .. }));
+    let sv_not_done = app.services.values().any(|s| {
+        matches!(
+            s,
+            ServiceState::Failed { .. }
+                | ServiceState::Receipted {
+                    accepted: false,
+                    ..
+                }
+        )
+    });
+    let reason = app.reason.is_some();
+    let (ok, expected): (bool, &str) = match app.phase {
+        Phase::Matching => (
+            app.services.is_empty() && ev_pending && !ev_unneeded && !reason,
+            "matching: no services, some evidence pending and none unneeded, no reason",
+        ),
+        Phase::Dispatching => (
+            !app.services.is_empty() && all_services && sv_pending && !ev_pending && !reason,
+            "dispatching: every service of the bundle, some pending; no evidence pending; no reason",
+        ),
+        Phase::Completed => (
+            all_services && sv_done && !ev_pending && !reason,
+            "completed: every service of the bundle receipted and accepted; no evidence pending; no reason",
+        ),
+        Phase::Rejected => (
+            app.services.is_empty() && !ev_pending && reason,
+            "rejected: no services; no evidence pending; a reason",
+        ),
+        Phase::Failed => (
+            !ev_pending
+                && reason
+                && if app.services.is_empty() {
+                    ev_failed
+                } else {
+                    all_services && !sv_pending && sv_not_done
+                },
+            "failed: no evidence pending, a reason, and either no services and some evidence \
+             failed, or every service of the bundle settled and some failed or rejected",
+        ),
+    };
+    if ok {
+        return Ok(());
+    }
+    let state = |name: &str, n: usize| format!("{n} {name}");
+    let count_ev = |f: fn(&EvidenceState) -> bool| app.evidence.values().filter(|s| f(s)).count();
+    let found = format!(
+        "{:?}: evidence {} pending, {} failed, {} unneeded; services {}: {} pending, {} receipted and accepted, {} failed or rejected; reason {}",
+        app.phase,
+        count_ev(|s| matches!(s, EvidenceState::Pending { .. })),
+        count_ev(|s| matches!(s, EvidenceState::Failed { .. })),
+        count_ev(|s| matches!(s, EvidenceState::Unneeded)),
+        state("of", app.services.len()),
+        app.services
+            .values()
+            .filter(|s| matches!(s, ServiceState::Pending { .. }))
+            .count(),
+        app.services
+            .values()
+            .filter(|s| matches!(s, ServiceState::Receipted { accepted: true, .. }))
+            .count(),
+        app.services
+            .values()
+            .filter(|s| matches!(
+                s,
+                ServiceState::Failed { .. }
+                    | ServiceState::Receipted {
+                        accepted: false,
+                        ..
+                    }
+            ))
+            .count(),
+        if reason { "given" } else { "none" },
+    );
+    inconsistent("application.phase_mismatch", expected, found)
 }
 
 fn fail(app: &mut Application, now_ms: u64, item: &str, reason: String) {

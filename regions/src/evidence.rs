@@ -24,7 +24,8 @@ use proofs::{Hash, ProofBundle, Role, TrustRoots};
 use serde::{Deserialize, Serialize};
 
 use crate::application::{
-    Answer, Application, EvidenceState, Phase, ServiceState, ask_id, delivery_id, question_text,
+    Answer, Application, EvidenceState, Phase, ServiceState, ask_id, check_fit, check_phase,
+    delivery_id, question_text,
 };
 use crate::model::Registry;
 
@@ -80,6 +81,25 @@ pub struct ApplicationPackage {
     /// The service receipts.
     pub receipts: Vec<ReceiptItem>,
 }
+
+/// What a package cannot show, even when every fact holds (the inspector
+/// prints it after its report; `docs/encoding.md` section 15).
+pub const CANNOT_SHOW: &[&str] = &[
+    "Each verdict, the disclosed values, and that the record evaluated was then its latest \
+     version and not revoked, are the provider's signed word: its gateway's access log, \
+     certified by its city's endorsers, proves who answered what, not that the answer is true.",
+    "Whether the provider applied its contract (parties, fields, validity, budget) is \
+     attested by its access log, not re-derived.",
+    "A package shows a state of the application that its centre's gateway committed, not \
+     that it is the latest state: a later step may exist and be left out. Its times and \
+     timeline are that gateway's claims; only the certified headers' times are the chains'.",
+    "Evidence that may be left out and still verify: answers the application does not \
+     record as answered (pending, failed, denied or unneeded evidence, earlier attempts), \
+     every step but the last, and receipts of services not recorded as receipted.",
+    "Which person a request was about: the subject is sealed to the provider and named on \
+     chain only by a keyed reference; what a service request carried is sealed to its \
+     recipient (a receipt names only its hash).",
+];
 
 const SUBJECT: &str = "package";
 
@@ -246,11 +266,12 @@ fn verify_with_memo(
     // Steps: on the centre's chain, by its gateway, for this application; the
     // last one commits to the application's JSON.
     let mut last: Option<(u64, u32, Hash)> = None;
-    let mut steps_ok = !pkg.steps.is_empty();
+    let mut failed_step = None;
     for (i, b) in pkg.steps.iter().enumerate() {
         let name = format!("step[{i}]");
         let Some(tx) = verify_bundle_with(b, roots, now_ms, &name, &mut r, &certified) else {
-            steps_ok = false;
+            r.skipped(&name, "step.application", format!("{name}'s bundle"));
+            failed_step.get_or_insert(name);
             continue;
         };
         remember(b);
@@ -276,7 +297,7 @@ fn verify_with_memo(
                 }
             }
             _ => {
-                steps_ok = false;
+                failed_step.get_or_insert(name.clone());
                 r.fails(
                     &name,
                     "step.application",
@@ -288,217 +309,180 @@ fn verify_with_memo(
             }
         }
     }
-    match last {
-        Some((_, _, detail)) if steps_ok && detail == sha256(pkg.application.as_bytes()) => {
+    let committed = match (&failed_step, last) {
+        (Some(step), _) => {
+            r.skipped(SUBJECT, "application.committed", step.clone());
+            false
+        }
+        (None, Some((_, _, detail))) if detail == sha256(pkg.application.as_bytes()) => {
             r.holds(
                 SUBJECT,
                 "application.committed",
                 "the application is exactly what its last step committed",
             );
+            true
         }
-        _ => r.fails(
-            SUBJECT,
-            "application.committed",
-            "application.not_committed",
-            "the application's JSON is not what the last step committed",
-            "SHA-256 of the JSON = the last step's detail",
-            "different or no step",
-        ),
+        _ => {
+            r.fails(
+                SUBJECT,
+                "application.committed",
+                "application.not_committed",
+                "the application's JSON is not what the last step committed",
+                "SHA-256 of the JSON = the last step's detail",
+                "different or no step",
+            );
+            false
+        }
+    };
+    // Everything below reads the application: without its commitment, none
+    // of it is checked (every part is named, as skipped).
+    if !committed {
+        let because = "application.committed";
+        for (i, item) in pkg.evidence.iter().enumerate() {
+            r.skipped(
+                &format!("evidence[{i}] {}", item.id),
+                "evidence.request",
+                because,
+            );
+        }
+        r.skipped(SUBJECT, "evidence.complete", because);
+        r.skipped(SUBJECT, "application.decision", because);
+        for (i, item) in pkg.receipts.iter().enumerate() {
+            r.skipped(
+                &format!("receipt[{i}] {}", item.service),
+                "receipt.service",
+                because,
+            );
+        }
+        r.skipped(SUBJECT, "receipt.complete", because);
+        r.skipped(SUBJECT, "application.fit", because);
+        r.skipped(SUBJECT, "application.phase", because);
+        return r;
     }
 
     // Evidence.
     let mut seen = BTreeMap::new();
+    let mut items_ok = true;
     for (i, item) in pkg.evidence.iter().enumerate() {
         let name = format!("evidence[{i}] {}", item.id);
-        let Some(def) = bundle.evidence(&item.id) else {
-            r.fails(
-                &name,
-                "evidence.defined",
-                "evidence.unknown",
-                "the bundle has no such evidence",
-                "an evidence id of the bundle",
-                &item.id,
-            );
-            continue;
-        };
-        let req = &item.request;
-        // The request is the one this application makes for this evidence.
-        let provider = crate::model::Registry::evidence_provider(registry, def, &app.params)
-            .map(|d| d.id.clone());
-        let contract = registry.contract(&def.contract);
-        let expected_q = match (def.bind(&app.params), contract) {
-            (Ok(p), Some(c)) => Some(question_text(&c.record_type, &p, &def.disclose, &c.purpose)),
-            _ => None,
-        };
-        let fits = req.id == ask_id(&pkg.application_id, &item.id, item.attempt)
-            && req.requester == app.centre
-            && provider.as_ref().is_ok_and(|p| *p == req.provider)
-            && req.contract == def.contract
-            && contract.is_some_and(|c| c.version == req.contract_version)
-            && expected_q.as_deref() == Some(req.question.as_str());
-        if fits {
-            r.holds(
-                &name,
-                "evidence.request",
-                "the request this application makes for this evidence",
-            );
-        } else {
-            r.fails(
-                &name,
-                "evidence.request",
-                "evidence.foreign_request",
-                "the request is not this application's request for this evidence",
-                format!(
-                    "request {}",
-                    ask_id(&pkg.application_id, &item.id, item.attempt)
-                ),
-                format!("request {} by {}", req.id, req.requester),
-            );
-            continue;
-        }
-        if let Err(e) = req.verify_signature(roots) {
-            r.fails(
-                &name,
-                "evidence.signature",
-                e.code(),
-                e.to_string(),
-                "the centre's signature",
-                "invalid",
-            );
-            continue;
-        }
-        r.holds(&name, "evidence.signature", "signed by the centre");
-        let answer = MatchAnswer {
-            request_id: req.id,
-            sealed: Sealed {
-                enc: [0; 32],
-                ciphertext: Vec::new(),
-            },
-            access: item.access.clone(),
-            record: item.record.clone(),
-        };
-        let Some(verified) = verify_answer_with(&answer, req, roots, now_ms, &mut r, &certified)
-        else {
-            continue;
-        };
-        remember(&item.access);
-        if let Some(b) = &item.record {
-            remember(b);
-        }
-        match check_opened(&item.answer, req, &verified) {
-            Err(e) => r.fails(
-                &name,
-                "evidence.answer",
-                e.code(),
-                e.to_string(),
-                "the answer committed in the access log",
-                "another",
-            ),
-            Ok(plain) => {
-                r.holds(
-                    &name,
-                    "evidence.answer",
-                    "the opened answer is the one committed in the access log",
-                );
-                let state = app.evidence.get(&item.id);
-                let recorded = match state {
-                    Some(EvidenceState::Answered {
-                        answer, attempt, ..
-                    }) if *attempt == item.attempt => Some(answer),
-                    _ => None,
-                };
-                let proven = verdict_answer(&plain.verdict);
-                let values: BTreeMap<String, String> = plain.values.iter().cloned().collect();
-                let ok = recorded.is_some_and(|a| {
-                    same_answer(a, &proven)
-                        && match a {
-                            Answer::Holds { values: v } => *v == values,
-                            _ => true,
-                        }
-                });
-                if ok {
-                    r.holds(
-                        &name,
-                        "evidence.recorded",
-                        "the application records exactly this answer",
-                    );
-                    seen.insert(item.id.clone(), ());
-                } else {
-                    r.fails(
-                        &name,
-                        "evidence.recorded",
-                        "evidence.answer_mismatch",
-                        "the application records another answer",
-                        format!("{proven:?}"),
-                        format!("{recorded:?}"),
-                    );
-                }
+        let before = r.facts.len();
+        let ok = verify_item(
+            item, &name, &app, pkg, bundle, registry, roots, now_ms, &mut r, &certified,
+        );
+        // Facts of the nested bundles and answer checks are named after
+        // their item: `evidence[2] seller-title / access log`.
+        for f in &mut r.facts[before..] {
+            if !f.subject.starts_with(&name) {
+                f.subject = format!("{name} / {}", f.subject);
             }
         }
-    }
-    for (id, s) in &app.evidence {
-        if matches!(s, EvidenceState::Answered { .. }) && !seen.contains_key(id) {
-            r.fails(
-                SUBJECT,
-                "evidence.complete",
-                "evidence.missing",
-                "an answer the application relies on is not proven in the package",
-                id.clone(),
-                "absent or unverified",
-            );
+        if ok {
+            remember(&item.access);
+            if let Some(b) = &item.record {
+                remember(b);
+            }
+            seen.insert(item.id.clone(), ());
+        } else {
+            items_ok = false;
         }
+    }
+    let missing: Vec<&String> = app
+        .evidence
+        .iter()
+        .filter(|(id, s)| matches!(s, EvidenceState::Answered { .. }) && !seen.contains_key(*id))
+        .map(|(id, _)| id)
+        .collect();
+    if !items_ok && !missing.is_empty() {
+        r.skipped(
+            SUBJECT,
+            "evidence.complete",
+            "an evidence item did not verify",
+        );
+    } else if let Some(id) = missing.first() {
+        r.fails(
+            SUBJECT,
+            "evidence.complete",
+            "evidence.missing",
+            "an answer the application relies on is not proven in the package",
+            (*id).clone(),
+            "absent",
+        );
+    } else {
+        r.holds(
+            SUBJECT,
+            "evidence.complete",
+            "every answer the application records is proven",
+        );
     }
 
     // The decision follows from the proven answers.
-    let known = |id: &str| match app.evidence.get(id) {
-        Some(EvidenceState::Answered {
-            answer: Answer::Holds { .. },
-            ..
-        }) if seen.contains_key(id) => Some(true),
-        Some(EvidenceState::Answered {
-            answer: Answer::DoesNotHold | Answer::NoRecord,
-            ..
-        }) if seen.contains_key(id) => Some(false),
-        _ => None,
-    };
-    let decided = bundle.rule.decide(&known);
-    let claimed = match app.phase {
-        Phase::Dispatching | Phase::Completed => Some(true),
-        Phase::Rejected => Some(false),
-        Phase::Matching | Phase::Failed => None,
-    };
-    if claimed.is_some() && decided == claimed {
-        r.holds(
+    if !items_ok || !missing.is_empty() {
+        r.skipped(
             SUBJECT,
             "application.decision",
-            format!(
-                "{:?} follows from the proven answers and the bundle's rule",
-                app.phase
-            ),
-        );
-    } else if claimed.is_none() {
-        r.holds(
-            SUBJECT,
-            "application.decision",
-            format!("not decided ({:?})", app.phase),
+            "the evidence did not all verify",
         );
     } else {
-        r.fails(
-            SUBJECT,
-            "application.decision",
-            "application.decision_mismatch",
-            "the decision does not follow from the proven answers",
-            format!("{claimed:?}"),
-            format!("{decided:?}"),
-        );
+        let known = |id: &str| match app.evidence.get(id) {
+            Some(EvidenceState::Answered {
+                answer: Answer::Holds { .. },
+                ..
+            }) if seen.contains_key(id) => Some(true),
+            Some(EvidenceState::Answered {
+                answer: Answer::DoesNotHold | Answer::NoRecord,
+                ..
+            }) if seen.contains_key(id) => Some(false),
+            _ => None,
+        };
+        let decided = bundle.rule.decide(&known);
+        // Services are ordered only on approval: an application that failed
+        // with services failed after it was approved.
+        let claimed = match app.phase {
+            Phase::Dispatching | Phase::Completed => Some(true),
+            Phase::Failed if !app.services.is_empty() => Some(true),
+            Phase::Rejected => Some(false),
+            Phase::Matching | Phase::Failed => None,
+        };
+        if claimed.is_some() && decided == claimed {
+            r.holds(
+                SUBJECT,
+                "application.decision",
+                format!(
+                    "{} follows from the proven answers and the bundle's rule",
+                    if claimed == Some(true) {
+                        "approval"
+                    } else {
+                        "rejection"
+                    }
+                ),
+            );
+        } else if claimed.is_none() {
+            r.holds(
+                SUBJECT,
+                "application.decision",
+                format!("not decided ({:?})", app.phase),
+            );
+        } else {
+            r.fails(
+                SUBJECT,
+                "application.decision",
+                "application.decision_mismatch",
+                "the decision does not follow from the proven answers",
+                format!("{claimed:?}"),
+                format!("{decided:?}"),
+            );
+        }
     }
 
     // Receipts.
     let mut receipted = BTreeMap::new();
+    let mut receipts_ok = true;
     for (i, item) in pkg.receipts.iter().enumerate() {
         let name = format!("receipt[{i}] {}", item.service);
         let Some(tx) = verify_bundle_with(&item.bundle, roots, now_ms, &name, &mut r, &certified)
         else {
+            receipts_ok = false;
+            r.skipped(&name, "receipt.service", format!("{name}'s bundle"));
             continue;
         };
         remember(&item.bundle);
@@ -534,6 +518,7 @@ fn verify_with_memo(
                     );
                     receipted.insert(service.clone(), ());
                 } else {
+                    receipts_ok = false;
                     r.fails(
                         &name,
                         "receipt.service",
@@ -544,27 +529,245 @@ fn verify_with_memo(
                     );
                 }
             }
-            _ => r.fails(
-                &name,
-                "receipt.service",
-                "receipt.foreign",
-                "not the recipient's receipt for this application's service",
-                format!("{} for {}", recipient.unwrap_or_default(), item.service),
-                format!("{} by {}", tx.body.kind_name(), tx.author),
-            ),
+            _ => {
+                receipts_ok = false;
+                r.fails(
+                    &name,
+                    "receipt.service",
+                    "receipt.foreign",
+                    "not the recipient's receipt for this application's service",
+                    format!("{} for {}", recipient.unwrap_or_default(), item.service),
+                    format!("{} by {}", tx.body.kind_name(), tx.author),
+                )
+            }
         }
     }
-    for (id, s) in &app.services {
-        if matches!(s, ServiceState::Receipted { .. }) && !receipted.contains_key(id) {
+    let missing: Vec<&String> = app
+        .services
+        .iter()
+        .filter(|(id, s)| {
+            matches!(s, ServiceState::Receipted { .. }) && !receipted.contains_key(*id)
+        })
+        .map(|(id, _)| id)
+        .collect();
+    if !receipts_ok && !missing.is_empty() {
+        r.skipped(SUBJECT, "receipt.complete", "a receipt did not verify");
+    } else if let Some(id) = missing.first() {
+        r.fails(
+            SUBJECT,
+            "receipt.complete",
+            "receipt.missing",
+            "a receipt the application records is not proven in the package",
+            (*id).clone(),
+            "absent",
+        );
+    } else {
+        r.holds(
+            SUBJECT,
+            "receipt.complete",
+            "every receipt the application records is proven",
+        );
+    }
+
+    // The application agrees with its bundle, and its phase with its
+    // evidence, services and receipts.
+    match check_fit(registry, bundle, &app) {
+        Ok(()) => {
+            r.holds(
+                SUBJECT,
+                "application.fit",
+                "parameters, evidence and services are the bundle's",
+            );
+            match check_phase(bundle, &app) {
+                Ok(()) => r.holds(
+                    SUBJECT,
+                    "application.phase",
+                    format!(
+                        "{:?} agrees with the evidence, services and reason",
+                        app.phase
+                    ),
+                ),
+                Err(e) => r.fails(
+                    SUBJECT,
+                    "application.phase",
+                    e.code,
+                    "the phase does not agree with the application's evidence, services or reason",
+                    e.expected,
+                    e.found,
+                ),
+            }
+        }
+        Err(e) => {
             r.fails(
                 SUBJECT,
-                "receipt.complete",
-                "receipt.missing",
-                "a receipt the application records is not proven in the package",
-                id.clone(),
-                "absent or unverified",
+                "application.fit",
+                e.code,
+                "the application does not fit its bundle's declaration",
+                e.expected,
+                e.found,
             );
+            r.skipped(SUBJECT, "application.phase", "application.fit");
         }
     }
     r
+}
+
+/// Checks one evidence item; true if every fact about it holds. After the
+/// first failure the item's remaining checks are reported as skipped.
+#[allow(clippy::too_many_arguments)]
+fn verify_item(
+    item: &EvidenceItem,
+    name: &str,
+    app: &Application,
+    pkg: &ApplicationPackage,
+    bundle: &crate::bundle::Bundle,
+    registry: &Registry,
+    roots: &TrustRoots,
+    now_ms: u64,
+    r: &mut Report,
+    certified: &dyn Fn(&proofs::header::CertifiedHeader) -> bool,
+) -> bool {
+    let skip_rest = |r: &mut Report, from: usize, because: &str| {
+        const LATER: [&str; 4] = [
+            "evidence.signature",
+            "evidence.access",
+            "evidence.answer",
+            "evidence.recorded",
+        ];
+        for check in &LATER[from..] {
+            r.skipped(name, check, because.to_owned());
+        }
+    };
+    let Some(def) = bundle.evidence(&item.id) else {
+        r.fails(
+            name,
+            "evidence.defined",
+            "evidence.unknown",
+            "the bundle has no such evidence",
+            "an evidence id of the bundle",
+            &item.id,
+        );
+        skip_rest(r, 0, "evidence.defined");
+        return false;
+    };
+    let req = &item.request;
+    // The request is the one this application makes for this evidence.
+    let provider = registry
+        .evidence_provider(def, &app.params)
+        .map(|d| d.id.clone());
+    let contract = registry.contract(&def.contract);
+    let expected_q = match (def.bind(&app.params), contract) {
+        (Ok(p), Some(c)) => Some(question_text(&c.record_type, &p, &def.disclose, &c.purpose)),
+        _ => None,
+    };
+    let fits = req.id == ask_id(&pkg.application_id, &item.id, item.attempt)
+        && req.requester == app.centre
+        && provider.as_ref().is_ok_and(|p| *p == req.provider)
+        && req.contract == def.contract
+        && contract.is_some_and(|c| c.version == req.contract_version)
+        && expected_q.as_deref() == Some(req.question.as_str());
+    if !fits {
+        r.fails(
+            name,
+            "evidence.request",
+            "evidence.foreign_request",
+            "the request is not this application's request for this evidence",
+            format!(
+                "request {}",
+                ask_id(&pkg.application_id, &item.id, item.attempt)
+            ),
+            format!("request {} by {}", req.id, req.requester),
+        );
+        skip_rest(r, 0, "evidence.request");
+        return false;
+    }
+    r.holds(
+        name,
+        "evidence.request",
+        "the request this application makes for this evidence",
+    );
+    if let Err(e) = req.verify_signature(roots) {
+        r.fails(
+            name,
+            "evidence.signature",
+            e.code(),
+            e.to_string(),
+            "the centre's signature",
+            "invalid",
+        );
+        skip_rest(r, 1, "evidence.signature");
+        return false;
+    }
+    r.holds(name, "evidence.signature", "signed by the centre");
+    let answer = MatchAnswer {
+        request_id: req.id,
+        sealed: Sealed {
+            enc: [0; 32],
+            ciphertext: Vec::new(),
+        },
+        access: item.access.clone(),
+        record: item.record.clone(),
+    };
+    let Some(verified) = verify_answer_with(&answer, req, roots, now_ms, r, certified) else {
+        // The failure is the nested fact's (access log or record).
+        skip_rest(r, 2, "the access log or the record did not verify");
+        return false;
+    };
+    r.holds(
+        name,
+        "evidence.access",
+        "the provider city's gateway logged this request's answer",
+    );
+    let plain = match check_opened(&item.answer, req, &verified) {
+        Err(e) => {
+            r.fails(
+                name,
+                "evidence.answer",
+                e.code(),
+                e.to_string(),
+                "the answer committed in the access log",
+                "another",
+            );
+            skip_rest(r, 3, "evidence.answer");
+            return false;
+        }
+        Ok(plain) => plain,
+    };
+    r.holds(
+        name,
+        "evidence.answer",
+        "the opened answer is the one committed in the access log",
+    );
+    let recorded = match app.evidence.get(&item.id) {
+        Some(EvidenceState::Answered {
+            answer, attempt, ..
+        }) if *attempt == item.attempt => Some(answer),
+        _ => None,
+    };
+    let proven = verdict_answer(&plain.verdict);
+    let values: BTreeMap<String, String> = plain.values.iter().cloned().collect();
+    let ok = recorded.is_some_and(|a| {
+        same_answer(a, &proven)
+            && match a {
+                Answer::Holds { values: v } => *v == values,
+                _ => true,
+            }
+    });
+    if ok {
+        r.holds(
+            name,
+            "evidence.recorded",
+            "the application records exactly this answer",
+        );
+    } else {
+        r.fails(
+            name,
+            "evidence.recorded",
+            "evidence.answer_mismatch",
+            "the application records another answer",
+            format!("{proven:?}"),
+            format!("{recorded:?}"),
+        );
+    }
+    ok
 }

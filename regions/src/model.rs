@@ -407,7 +407,8 @@ impl<'a> MemberRef<'a> {
     /// Its role in [`proofs::TrustRoots`].
     pub fn role(&self) -> Role {
         match self {
-            MemberRef::Gateway(..) | MemberRef::Hub(_) => Role::Gateway,
+            MemberRef::Gateway(..) => Role::Gateway,
+            MemberRef::Hub(_) => Role::Hub,
             MemberRef::Department(..) => Role::Department,
             MemberRef::Utility(..) => Role::Utility,
             MemberRef::Centre(..) => Role::ServiceCentre,

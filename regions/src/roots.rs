@@ -8,7 +8,7 @@ use crate::validate::ValidationError;
 impl Registry {
     /// The trust roots every verifier takes: each city's endorser set (as a
     /// [`ChainTrust`]) and every gateway, hub, department, utility and centre as
-    /// a [`Member`] with its [`proofs::Role`]. `registry_hash` is the SHA-256 of
+    /// a [`Member`] with its [`proofs::Role`] (a hub with no chain). `registry_hash` is the SHA-256 of
     /// the registry file (from [`load`](crate::load())).
     ///
     /// Fails closed: the registry is validated first, and any problem is
@@ -53,11 +53,16 @@ impl Registry {
                     HpkePublicKey::from_hex(hex).map_err(bad_key(entry.clone(), "HPKE key".into()))
                 })
                 .transpose()?;
-            // Validation guarantees the member's city exists.
-            let chain = self
-                .city(m.city())
-                .map(|c| c.chain.chain_id.clone())
-                .unwrap_or_default();
+            // Validation guarantees the member's city exists. A hub owns no
+            // chain (it is hosted in a city, not part of it), so it can
+            // author nothing that verifies.
+            let chain = match m {
+                crate::model::MemberRef::Hub(_) => String::new(),
+                _ => self
+                    .city(m.city())
+                    .map(|c| c.chain.chain_id.clone())
+                    .unwrap_or_default(),
+            };
             let owns = match m {
                 crate::model::MemberRef::Department(_, d) => d.owns.clone(),
                 _ => Vec::new(),

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use proofs::Value;
 use proptest::prelude::*;
 use regions::application::{
-    Answer, Application, Effect, Event, EvidenceState, Phase, ServiceState, Timing, create,
-    pending_effects, step,
+    Answer, Application, Effect, Event, EvidenceState, Phase, ServiceState, Timing, check_fit,
+    check_phase, create, pending_effects, step,
 };
 use regions::{Bundle, Registry};
 
@@ -202,6 +202,71 @@ fn approved_then_dispatched_then_completed() {
     );
     assert_eq!(again, done);
     assert!(effects.is_empty());
+}
+
+/// Issue 15 item 16: a utility that rejects its service request (a signed
+/// receipt with `accepted = false`) leaves the application `failed`, with
+/// the service and the recipient's reason in the reason and the timeline —
+/// never `completed`.
+#[test]
+fn a_utility_rejection_fails_the_application_and_says_why() {
+    let k = Kit::new();
+    let (mut app, _) = k.start();
+    for (id, a) in [
+        ("seller-title", title_holds()),
+        ("buyer-marital", holds()),
+        ("buyer-homes", holds()),
+        ("buyer-social-insurance", holds()),
+        ("buyer-income-tax", holds()),
+        ("deed-tax", holds()),
+    ] {
+        app = k.on(&app, answered(id, a), 2_000).0;
+    }
+    assert_eq!(app.phase, Phase::Dispatching);
+    let receipt = |service: &str, accepted: bool, reason: &str| Event::Receipted {
+        service: service.into(),
+        accepted,
+        reason: reason.into(),
+    };
+    app = k
+        .on(
+            &app,
+            receipt("gas-transfer", false, "account G-1 unknown"),
+            3_000,
+        )
+        .0;
+    // Still waiting for the others.
+    assert_eq!(app.phase, Phase::Dispatching);
+    for s in ["title-transfer", "water-transfer", "electricity-transfer"] {
+        app = k.on(&app, receipt(s, true, ""), 3_000).0;
+    }
+    assert_eq!(app.phase, Phase::Failed, "{app:#?}");
+    let reason = app.reason.clone().unwrap();
+    assert!(
+        reason.contains("gas-transfer") && reason.contains("account G-1 unknown"),
+        "{reason}"
+    );
+    let last = app.timeline.last().unwrap();
+    assert_eq!(
+        (last.what.as_str(), last.item.as_deref()),
+        ("failed", Some("gas-transfer"))
+    );
+    assert!(last.detail.contains("account G-1 unknown"), "{last:?}");
+    assert_eq!(check_phase(&k.bundle, &app), Ok(()));
+    // A rejection without a reason still says that it was rejected.
+    let mut app2 = app.clone();
+    app2.phase = Phase::Dispatching;
+    app2.reason = None;
+    app2.services.insert(
+        "gas-transfer".into(),
+        ServiceState::Pending {
+            attempt: 1,
+            deadline_ms: 60_000,
+        },
+    );
+    let done = k.on(&app2, receipt("gas-transfer", false, ""), 4_000).0;
+    assert_eq!(done.phase, Phase::Failed);
+    assert!(done.reason.unwrap().contains("no reason given"));
 }
 
 #[test]
@@ -411,10 +476,14 @@ proptest! {
             if !effects.is_empty() {
                 prop_assert!(!next.phase.is_final() || next.phase == Phase::Completed && effects.is_empty());
             }
+            // The verifier's rules (check_fit, check_phase) hold for every
+            // state the engine reaches: its packages verify.
+            prop_assert_eq!(check_fit(&k.reg, &k.bundle, &next), Ok(()));
+            prop_assert_eq!(check_phase(&k.bundle, &next), Ok(()));
             match next.phase {
                 Phase::Completed => {
-                    let all = next.services.values().all(|s| matches!(s, ServiceState::Receipted { .. }));
-                    prop_assert!(all, "completed with a service not receipted");
+                    let all = next.services.values().all(|s| matches!(s, ServiceState::Receipted { accepted: true, .. }));
+                    prop_assert!(all, "completed with a service not receipted and accepted");
                 }
                 Phase::Rejected => {
                     let known = |id: &str| match next.evidence.get(id) {

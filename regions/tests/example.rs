@@ -140,7 +140,11 @@ fn trust_roots_have_four_chains_of_three_of_four() {
     let gw = &roots.members["hangzhou.gateway"];
     assert_eq!((gw.role, gw.hpke), (Role::Gateway, None));
     let hub = &roots.members["anhui-hub"];
-    assert_eq!((hub.role, hub.city.as_str()), (Role::Gateway, "hefei"));
+    // Hosted in Hefei, but not Hefei's gateway: a hub owns no chain.
+    assert_eq!(
+        (hub.role, hub.city.as_str(), hub.chain.as_str()),
+        (Role::Hub, "hefei", "")
+    );
 }
 
 #[test]

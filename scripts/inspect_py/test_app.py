@@ -109,6 +109,184 @@ def refused(j) -> bool:
     return not A.all_hold(facts)
 
 
+# ---- forging with the test keys (issue 15, items 16-19) ----
+
+def resign(tx, author=None, **changes) -> bytes:
+    """The transaction's bytes with `changes` to its body, signed by `author`
+    (its own author by default) with the test key."""
+    author = author or tx.author
+    body = dict(tx.body, **changes)
+    sb = V.encode_tx_signing(tx.chain_id, author, tx.kind, body)
+    return sb + b"\x01" + V.ed25519_sign(seed(author), sb)
+
+
+def certify_one(b: dict, raw: bytes, height=None):
+    """Makes bundle `b` prove `raw` alone in a block (at `height`, or its
+    own), certified by the threshold of its city's test endorsers."""
+    b["tx"] = raw.hex()
+    b["proof"] = {"index": 0, "size": 1, "path": []}
+    b.pop("batch", None)
+    h = b["header"]["header"]
+    if height is not None:
+        h["height"] = height
+    h["tx_count"] = 1
+    h["tx_root"] = V.leaf_hash(raw).hex()
+    header = V.Header(h["chain_id"], h["height"], bytes.fromhex(h["prev"]), h["timestamp_ms"], h["tx_count"],
+                      bytes.fromhex(h["tx_root"]))
+    city = REG.chain_city[h["chain_id"]]
+    b["header"]["certificate"]["endorsements"] = [
+        {"signer": i, "signature": V.ed25519_sign(seed(f"{city}/endorser/{i + 1}"),
+                                                  header.endorsement_message()).hex()}
+        for i in range(REG.chains[h["chain_id"]].threshold)]
+
+
+def recommit(j: dict, app: dict):
+    """Commits `app` in package `j` with a new last step of the centre's gateway."""
+    text = json.dumps(app, ensure_ascii=False, separators=(",", ":"))
+    j["application"] = text
+    last = max(j["steps"], key=lambda b: (b["header"]["header"]["height"], b["proof"]["index"]))
+    step = copy.deepcopy(last)
+    tx = V.decode_tx(bytes.fromhex(step["tx"]))
+    certify_one(step, resign(tx, detail=hashlib.sha256(text.encode("utf-8")).digest()),
+                height=last["header"]["header"]["height"] + 1)
+    j["steps"].append(step)
+
+
+def item(j: dict, evidence: str) -> dict:
+    return next(e for e in j["evidence"] if e["id"] == evidence)
+
+
+def reforge_access(j: dict, evidence: str, author=None, **changes):
+    e = item(j, evidence)
+    tx = V.decode_tx(bytes.fromhex(e["access"]["tx"]))
+    certify_one(e["access"], resign(tx, author, **changes))
+
+
+def only(facts, code):
+    return codes(facts) == [code]
+
+
+class Forged(unittest.TestCase):
+    """Packages re-signed with the test keys (anybody holds them): the rules
+    must be semantic (section 15, checks 7, 14 and 15)."""
+
+    def app(self):
+        return json.loads(PKG["application"])
+
+    def test_kit_recommits_and_verifies(self):
+        j = copy.deepcopy(PKG)
+        recommit(j, self.app())
+        self.assertEqual(failed(verify_json(j)), [])
+
+    def test_completed_with_no_services(self):
+        j, app = copy.deepcopy(PKG), self.app()
+        app["services"] = {}
+        recommit(j, app)
+        j["receipts"] = []
+        self.assertTrue(only(verify_json(j), "application.phase_mismatch"), codes(verify_json(j)))
+
+    def test_completed_with_every_service_pending_or_failed(self):
+        for st in ({"state": "pending", "attempt": 1, "deadline_ms": 1}, {"state": "failed", "code": "x"}):
+            j, app = copy.deepcopy(PKG), self.app()
+            app["services"] = {k: st for k in app["services"]}
+            recommit(j, app)
+            j["receipts"] = []
+            self.assertTrue(only(verify_json(j), "application.phase_mismatch"), st)
+
+    def test_completed_with_one_service_left_out(self):
+        j, app = copy.deepcopy(PKG), self.app()
+        del app["services"]["gas-transfer"]
+        recommit(j, app)
+        j["receipts"] = [r for r in j["receipts"] if r["service"] != "gas-transfer"]
+        self.assertTrue(only(verify_json(j), "application.services_mismatch"), codes(verify_json(j)))
+
+    def test_completed_after_a_rejecting_receipt(self):
+        j, app = copy.deepcopy(PKG), self.app()
+        rc = next(r for r in j["receipts"] if r["service"] == "gas-transfer")
+        tx = V.decode_tx(bytes.fromhex(rc["bundle"]["tx"]))
+        certify_one(rc["bundle"], resign(tx, accepted=False, reason="account unknown"))
+        app["services"]["gas-transfer"].update(accepted=False, reason="account unknown")
+        recommit(j, app)
+        self.assertTrue(only(verify_json(j), "application.phase_mismatch"), codes(verify_json(j)))
+
+    def rejected(self):
+        """The sample with deed tax proven not paid (the provider city's
+        gateway commits a does-not-hold answer)."""
+        j, app = copy.deepcopy(PKG), self.app()
+        e = item(j, "deed-tax")
+        ans = bytearray(bytes.fromhex(e["answer"]))
+        at = len(V.enc_domain(A.TAG_MATCH_ANSWER)) + 32
+        self.assertEqual(ans[at], 0)          # holds, no values disclosed
+        ans[at] = 1                            # does not hold
+        e["answer"] = ans.hex()
+        reforge_access(j, "deed-tax", answer=hashlib.sha256(bytes(ans)).digest())
+        app["evidence"]["deed-tax"]["answer"] = {"outcome": "does_not_hold"}
+        app["phase"] = "rejected"
+        app["reason"] = "rule not satisfied; evidence that did not hold: deed-tax"
+        return j, app
+
+    def test_a_rejection_with_nothing_dispatched_verifies(self):
+        j, app = self.rejected()
+        app["services"] = {}
+        recommit(j, app)
+        j["receipts"] = []
+        self.assertEqual(failed(verify_json(j)), [])
+
+    def test_rejected_while_services_were_receipted(self):
+        j, app = self.rejected()
+        recommit(j, app)
+        self.assertTrue(only(verify_json(j), "application.phase_mismatch"), codes(verify_json(j)))
+
+    def test_parameters_outside_the_declaration(self):
+        for change in ({"discount": {"text": "100%"}}, {"buyer_phone": {"int": 13800000000}},
+                       {"property_city": {"text": "wuhan"}}):
+            j, app = copy.deepcopy(PKG), self.app()
+            app["params"].update(change)
+            recommit(j, app)
+            facts = verify_json(j)
+            self.assertIn("application.params_mismatch", codes(facts), change)
+
+    def test_evidence_outside_the_declaration(self):
+        j, app = copy.deepcopy(PKG), self.app()
+        app["evidence"]["buyer-criminal-record"] = {"state": "unneeded"}
+        recommit(j, app)
+        self.assertTrue(only(verify_json(j), "application.evidence_mismatch"), codes(verify_json(j)))
+
+    def test_access_log_by_the_hub_on_hefeis_chain(self):
+        j = copy.deepcopy(PKG)
+        e = item(j, "buyer-marital")
+        self.assertEqual(V.decode_tx(bytes.fromhex(e["access"]["tx"])).author, "hefei.gateway")
+        reforge_access(j, "buyer-marital", author="anhui-hub")
+        self.assertTrue(refused(j))
+        j = copy.deepcopy(PKG)
+        reforge_access(j, "buyer-marital", author="hefei.gateway")
+        self.assertFalse(refused(j))
+
+    def test_access_log_dated_outside_the_request_window(self):
+        req = item(PKG, "seller-title")["request"]
+        skew = 30_000
+        for at, ok in ((req["issued_ms"] - skew - 1, False), (req["expires_ms"] + 1, False),
+                       (req["issued_ms"] - 3_600_000, False), (req["issued_ms"] - skew, True),
+                       (req["expires_ms"], True)):
+            j = copy.deepcopy(PKG)
+            reforge_access(j, "seller-title", at_ms=at)
+            facts = verify_json(j)
+            if ok:
+                self.assertEqual(failed(facts), [], at)
+            else:
+                self.assertTrue(only(facts, "match.access_time"), (at, codes(facts)))
+
+    def test_facts_after_a_failed_commitment_are_skipped(self):
+        j = copy.deepcopy(PKG)
+        j["application"] = j["application"].replace("13800000000", "13800000001", 1)
+        facts = verify_json(j)
+        at = next(i for i, f in enumerate(facts) if f.name == "application.committed")
+        self.assertEqual(facts[at].status, V.FAILS)
+        later = facts[at + 1:]
+        self.assertTrue(later)
+        self.assertEqual([f for f in later if f.status != V.SKIPPED], [])
+
+
 class SamplePackage(unittest.TestCase):
     def test_registry_hash_is_the_packages(self):
         self.assertEqual(REG.hash.hex(), PKG["registry_hash"])
@@ -224,30 +402,14 @@ class SamplePackage(unittest.TestCase):
     def test_recommitted_rejection_is_a_decision_mismatch(self):
         """Re-commit an application claiming "rejected" with the test keys
         (the registry's keys are derived from public labels): everything
-        verifies except check 11."""
+        verifies except check 11, and check 15 (a rejection dispatches
+        nothing, and gives a reason)."""
         j = copy.deepcopy(PKG)
         app = json.loads(j["application"])
         app["phase"] = "rejected"
-        text = json.dumps(app, ensure_ascii=False, separators=(",", ":"))
-        j["application"] = text
-        last = max(j["steps"], key=lambda b: (b["header"]["header"]["height"], b["proof"]["index"]))
-        self.assertEqual(last["proof"], {"index": 0, "size": 1, "path": []})
-        tx = V.decode_tx(bytes.fromhex(last["tx"]))
-        body = dict(tx.body, detail=hashlib.sha256(text.encode("utf-8")).digest())
-        sb = V.encode_tx_signing(tx.chain_id, tx.author, tx.kind, body)
-        raw = sb + b"\x01" + V.ed25519_sign(seed(tx.author), sb)
-        last["tx"] = raw.hex()
-        h = last["header"]["header"]
-        h["tx_root"] = V.leaf_hash(raw).hex()
-        header = V.Header(h["chain_id"], h["height"], bytes.fromhex(h["prev"]), h["timestamp_ms"], h["tx_count"],
-                          bytes.fromhex(h["tx_root"]))
-        city = REG.chain_city[h["chain_id"]]
-        last["header"]["certificate"]["endorsements"] = [
-            {"signer": i, "signature": V.ed25519_sign(seed(f"{city}/endorser/{i + 1}"),
-                                                      header.endorsement_message()).hex()}
-            for i in range(3)]
+        recommit(j, app)
         facts = verify_json(j)
-        self.assertEqual(codes(facts), ["application.decision_mismatch"])
+        self.assertEqual(codes(facts), ["application.decision_mismatch", "application.phase_mismatch"])
 
 
 class Rules(unittest.TestCase):

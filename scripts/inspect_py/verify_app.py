@@ -545,6 +545,21 @@ def eval_rule(rule, outcome) -> bool:
 # Verification (section 15)
 # --------------------------------------------------------------------------
 
+# Section 15, "What a package cannot show" (printed after every report).
+CANNOT_SHOW = [
+    "The verdicts, the disclosed values, and that each record evaluated was then its latest version and "
+    "not revoked, are the provider's signed word (its gateway's access log), not facts the package proves.",
+    "Whether the provider applied its contract (parties, fields, validity, budget) is attested by its "
+    "access log, not re-derived.",
+    "A package shows a committed state of the application, not that it is the latest state: a later step "
+    "may exist and be left out.  Its times and timeline are the centre gateway's claims.",
+    "Evidence that may be left out and still verify: answers not recorded as answered (pending, failed, "
+    "denied or unneeded evidence, earlier attempts), every step but the last, receipts of services not "
+    "recorded as receipted.",
+    "Which person a request was about (sealed to the provider, named on chain only by a keyed reference), "
+    "and what a service request carried (sealed to its recipient).",
+]
+
 APPROVED_PHASES = ("dispatching", "completed")
 REJECTED_PHASES = ("rejected",)
 
@@ -643,15 +658,28 @@ def verify_app_package(data: bytes, registry: Registry, registry_bytes_hash: Opt
             steps_ok = False
 
     # 4
+    committed = False
     if not steps_ok:
         F.skip(4, "application.committed", "steps")
     else:
         # ASSUMPTION: a package without any step fails check 4 (nothing commits the application).
         last = max(step_txs, key=lambda t: (t[0], t[1]), default=None)
-        F.add(4, "application.committed",
-              last is not None and last[2].body["detail"] == sha256(pkg.application.encode("utf-8")),
-              "application.not_committed",
-              "no step" if last is None else f"last step {last[2].body['step']!r} at height {last[0]}")
+        committed = F.add(4, "application.committed",
+                          last is not None and last[2].body["detail"] == sha256(pkg.application.encode("utf-8")),
+                          "application.not_committed",
+                          "no step" if last is None else f"last step {last[2].body['step']!r} at height {last[0]}")
+    if not committed:
+        # Checks 5-15 read the application: without check 4 they are skipped.
+        for i in range(len(pkg.evidence)):
+            F.skip(5, f"evidence[{i}].request", "application.committed")
+        F.skip(10, "evidence.complete", "application.committed")
+        F.skip(11, "application.decision", "application.committed")
+        for i in range(len(pkg.receipts)):
+            F.skip(12, f"receipts[{i}].receipt", "application.committed")
+        F.skip(13, "receipts.complete", "application.committed")
+        F.skip(14, "application.fit", "application.committed")
+        F.skip(15, "application.phase", "application.committed")
+        return facts.items
 
     # 5-9 per evidence item
     ev_defs = {e["id"]: e for e in bundle.get("evidence", [])}
@@ -683,7 +711,9 @@ def verify_app_package(data: bytes, registry: Registry, registry_bytes_hash: Opt
             value = None
             F.add(11, "application.decision", False, "application.decision_mismatch", f"rule: {e}")
         if value is not None:
-            if phase in APPROVED_PHASES:
+            # Services are ordered only on approval: "failed" with services
+            # failed after it was approved.
+            if phase in APPROVED_PHASES or (phase == "failed" and app["services"]):
                 F.add(11, "application.decision", value, "application.decision_mismatch",
                       f"phase {phase!r} but the rule gives rejected")
             elif phase in REJECTED_PHASES:
@@ -753,7 +783,83 @@ def verify_app_package(data: bytes, registry: Registry, registry_bytes_hash: Opt
         F.skip(13, "receipts.complete", "receipts")
     else:
         F.add(13, "receipts.complete", not missing, "receipt.missing", f"missing {missing}")
+
+    # 14
+    misfit = check_fit(app, bundle, registry)
+    if not F.add(14, "application.fit", misfit is None, *(misfit or ("", ""))):
+        F.skip(15, "application.phase", "application.fit")
+        return facts.items
+    # 15
+    d = check_phase(app, bundle)
+    F.add(15, "application.phase", d is None, "application.phase_mismatch", d or "")
     return facts.items
+
+
+PARAM_KINDS = {"text": ("text", str), "city": ("text", str), "int": ("int", int), "bool": ("bool", bool),
+               "date": ("date", str)}
+
+
+def check_fit(app: dict, bundle: dict, registry: Registry) -> Optional[tuple]:
+    """Check 14: None, or (code, detail).  The parameters are exactly the
+    bundle's declared ones, each of its kind (a city parameter names a city
+    of the registry); the evidence is exactly the bundle's; the services are
+    none or exactly the bundle's."""
+    declared = {p["id"]: p["kind"] for p in bundle.get("params", [])}
+    params = app["params"]
+    if set(params) != set(declared):
+        return ("application.params_mismatch",
+                f"parameters {sorted(params)}, the bundle declares {sorted(declared)}")
+    for name, kind in declared.items():
+        v = params[name]
+        want, typ = PARAM_KINDS.get(kind, (None, None))
+        ok = isinstance(v, dict) and len(v) == 1 and want in v and type(v[want]) is typ
+        if ok and kind == "city":
+            ok = v["text"] in registry.cities
+        if not ok:
+            return ("application.params_mismatch", f"parameter {name!r} is not a {kind}: {v!r}")
+    ev = {e["id"] for e in bundle.get("evidence", [])}
+    if set(app["evidence"]) != ev:
+        return ("application.evidence_mismatch", f"evidence {sorted(app['evidence'])}, the bundle's {sorted(ev)}")
+    sv = {x["id"] for x in bundle.get("services", [])}
+    if app["services"] and set(app["services"]) != sv:
+        return ("application.services_mismatch",
+                f"services {sorted(app['services'])}, the bundle's: none or {sorted(sv)}")
+    return None
+
+
+def check_phase(app: dict, bundle: dict) -> Optional[str]:
+    """Check 15: None, or what disagrees.  The phase agrees with the
+    evidence, the services and the reason (section 15's table)."""
+    def states(m):
+        return [x.get("state") if isinstance(x, dict) else None for x in m.values()]
+    ev, sv = states(app["evidence"]), app["services"]
+    sv_states = states(sv)
+    ev_pending = "pending" in ev
+    reason = app.get("reason") is not None
+    all_services = len(sv) == len(bundle.get("services", []))
+    done = all(isinstance(x, dict) and x.get("state") == "receipted" and x.get("accepted") is True
+               for x in sv.values())
+    not_done = any(isinstance(x, dict) and (x.get("state") == "failed"
+                                            or (x.get("state") == "receipted" and x.get("accepted") is False))
+                   for x in sv.values())
+    phase = app["phase"]
+    if phase == "matching":
+        ok = not sv and ev_pending and "unneeded" not in ev and not reason
+    elif phase == "dispatching":
+        ok = bool(sv) and all_services and "pending" in sv_states and not ev_pending and not reason
+    elif phase == "completed":
+        ok = all_services and done and not ev_pending and not reason
+    elif phase == "rejected":
+        ok = not sv and not ev_pending and reason
+    elif phase == "failed":
+        ok = not ev_pending and reason and (
+            ("failed" in ev) if not sv else (all_services and "pending" not in sv_states and not_done))
+    else:
+        ok = False
+    if ok:
+        return None
+    return (f"phase {phase!r} with evidence states {sorted(ev)}, service states {sorted(map(str, sv_states))}, "
+            f"reason {'given' if reason else 'none'}")
 
 
 def _verify_item(item: EvidenceItem, p: str, app: dict, app_id: bytes, params: dict, ev_defs: dict,
@@ -830,6 +936,11 @@ def _verify_item(item: EvidenceItem, p: str, app: dict, app_id: bytes, params: d
                 if got != want:
                     d = f"{k} differs"
                     break
+            # The answer's time (the access log's at_ms) lies in the request's
+            # window: from issued_ms less the clock skew to expires_ms.
+            if d is None and not req.issued_ms - roots.skew_ms <= b["at_ms"] <= req.expires_ms:
+                code, d = "match.access_time", (f"at_ms {b['at_ms']} outside [{req.issued_ms} - {roots.skew_ms}, "
+                                                f"{req.expires_ms}]")
         ok = F.add(7, f"{p}.access_log", d is None, code, d or "")
     if item.record is not None:
         record_tx, rok = _bundle(item.record, f"{p}.record", roots, F)
@@ -933,12 +1044,16 @@ def main(argv=None) -> int:
     facts = verify_app_package(data, reg, now_ms=args.now_ms)
     valid = all_hold(facts)
     if args.json:
-        print(json.dumps({"valid": valid, "facts": [f.__dict__ for f in facts]}, ensure_ascii=False, indent=1))
+        print(json.dumps({"valid": valid, "facts": [f.__dict__ for f in facts], "cannot_show": CANNOT_SHOW},
+                         ensure_ascii=False, indent=1))
     else:
         for f in facts:
             print(f.line())
         n = {s: sum(1 for f in facts if f.status == s) for s in (HOLDS, FAILS, SKIPPED)}
         print(f"{'VALID' if valid else 'INVALID'}: {n[HOLDS]} hold, {n[FAILS]} fail, {n[SKIPPED]} skipped")
+        print("What this package cannot show:")
+        for line in CANNOT_SHOW:
+            print(f"  - {line}")
     return 0 if valid else 1
 
 

@@ -163,6 +163,29 @@ async fn expired_request() {
     assert_eq!(code(ask(&o, &req).await.unwrap_err()), "match.expired");
 }
 
+/// Issue 15 item 18: a verifier binds the access log's time to
+/// `issued_ms − 30 s ≤ at_ms ≤ expires_ms` (the protocol's skew), so a
+/// provider refuses a request issued further ahead of its clock even when its
+/// HTTP clock-skew setting is wider: it never writes an answer that fails
+/// verification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_issued_beyond_the_protocol_skew_is_refused() {
+    let files = city_files("nanjing", "[http]\nclock_skew_ms = 120000\n");
+    let run = start(&files).await;
+    publish(&files, &run).await;
+    let o = One { files, run };
+    let q = question(&o, married(), &[]);
+    let ahead = request_at(&o, CENTRE, &q, &resident(1), now() + 60_000);
+    assert_eq!(
+        code(ask(&o, &ahead).await.unwrap_err()),
+        "match.not_yet_valid"
+    );
+    // Within the protocol's skew: answered and verified.
+    let near = request_at(&o, CENTRE, &q, &resident(1), now() + 20_000);
+    let reply = ask(&o, &near).await.unwrap();
+    assert!(reply.verified, "{:#}", reply.report);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_request_id() {
     let o = one().await;
