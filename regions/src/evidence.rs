@@ -83,6 +83,22 @@ pub struct ApplicationPackage {
 
 const SUBJECT: &str = "package";
 
+/// Reads a package's JSON text strictly (docs/encoding.md section 15,
+/// "Strict reading"): nesting at most [`proofs::json::MAX_DEPTH`] levels, no
+/// key twice, no lone surrogate, no `null` (an absent field is left out),
+/// hex in lower case, no unknown field. The error says which rule broke.
+pub fn parse_package(text: &str) -> Result<ApplicationPackage, String> {
+    proofs::json::check_strict(text, false)?;
+    serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
+/// The application's JSON, read strictly as a package is, except that it may
+/// hold `null` (the engine writes an absent `reason` so).
+fn parse_application(text: &str) -> Result<Application, String> {
+    proofs::json::check_strict(text, true)?;
+    serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
 fn verdict_answer(v: &Verdict) -> Answer {
     match v {
         Verdict::Holds => Answer::Holds {
@@ -190,14 +206,14 @@ fn verify_with_memo(
     r.holds(SUBJECT, "package.registry", "made under this registry");
 
     // The application, exactly as committed by its last step.
-    let app: Application = match serde_json::from_str(&pkg.application) {
+    let app: Application = match parse_application(&pkg.application) {
         Ok(a) => a,
         Err(e) => {
             r.fails(
                 SUBJECT,
                 "application.decode",
                 "application.malformed",
-                e.to_string(),
+                e,
                 "the application's JSON",
                 "undecodable",
             );
@@ -307,6 +323,7 @@ fn verify_with_memo(
     }
 
     // Evidence.
+    let evidence_facts = r.facts.len();
     let mut seen = BTreeMap::new();
     for (i, item) in pkg.evidence.iter().enumerate() {
         let name = format!("evidence[{i}] {}", item.id);
@@ -449,7 +466,11 @@ fn verify_with_memo(
         }
     }
 
-    // The decision follows from the proven answers.
+    // The decision follows from the proven answers; with an answer missing
+    // or unproven it is not judged (skipped), as in section 15.
+    let evidence_sound = r.facts[evidence_facts..]
+        .iter()
+        .all(|f| matches!(f.outcome, proofs::report::Outcome::Holds { .. }));
     let known = |id: &str| match app.evidence.get(id) {
         Some(EvidenceState::Answered {
             answer: Answer::Holds { .. },
@@ -467,7 +488,13 @@ fn verify_with_memo(
         Phase::Rejected => Some(false),
         Phase::Matching | Phase::Failed => None,
     };
-    if claimed.is_some() && decided == claimed {
+    if !evidence_sound {
+        r.skipped(
+            SUBJECT,
+            "application.decision",
+            "an answer it rests on is missing or did not verify",
+        );
+    } else if claimed.is_some() && decided == claimed {
         r.holds(
             SUBJECT,
             "application.decision",
@@ -512,15 +539,18 @@ fn verify_with_memo(
                 application,
                 service,
                 accepted,
+                reason,
                 ..
             } if *application == pkg.application_id
                 && *service == item.service
                 && *delivery == delivery_id(&pkg.application_id, service)
                 && recipient.as_deref() == Some(tx.author.as_str()) =>
             {
+                // The same outcome: accepted or not, with the same reason.
                 let recorded = matches!(
                     app.services.get(service),
-                    Some(ServiceState::Receipted { accepted: a, .. }) if a == accepted
+                    Some(ServiceState::Receipted { accepted: a, reason: why, .. })
+                        if a == accepted && why == reason
                 );
                 if recorded {
                     r.holds(
@@ -539,7 +569,7 @@ fn verify_with_memo(
                         "receipt.service",
                         "receipt.not_recorded",
                         "the application records another outcome for this service",
-                        format!("{accepted}"),
+                        format!("accepted {accepted}, reason {reason:?}"),
                         format!("{:?}", app.services.get(service)),
                     );
                 }

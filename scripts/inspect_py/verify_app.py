@@ -11,9 +11,10 @@ transaction decoding, bundle checks 4-11) come from verify.py.
 
 Usage (from the repository root):
 
-    python3 scripts/inspect_py/verify_app.py PACKAGE.json --registry REGION.toml [--now-ms MS] [--json]
+    python3 scripts/inspect_py/verify_app.py PACKAGE.json… --registry REGION.toml [--now-ms MS] [--json]
 
-Exit status 0 iff every fact holds; 1 otherwise; 2 on usage errors.
+Exit status 0 iff every fact of every package holds; 1 otherwise; 2 on usage
+errors.  Input is read strictly (section 15, "Strict reading").
 
 Points the document leaves open are marked "ASSUMPTION" in the code.
 """
@@ -26,6 +27,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import sys
 import time
 import tomllib
@@ -155,6 +157,9 @@ def decode_answer(data: bytes) -> Answer:
     values = []
     for _ in range(n):
         name = r.string(MAX_ANSWER_NAME, "disclosed name")
+        if any(name == n for n, _ in values):
+            # section 15, "Strict reading": a field is disclosed at most once
+            raise r.err(f"field {name!r} disclosed twice")
         values.append((name, r.string(MAX_ANSWER_VALUE, "disclosed value")))
     height = r.u64()
     at = r.i
@@ -415,11 +420,72 @@ def parse_request(j, what) -> MatchRequest:
     return req
 
 
-def parse_package(data: bytes) -> AppPackage:
+MAX_JSON_DEPTH = 64                # section 15, "Strict reading"
+MAX_PACKAGE_BYTES = 64 << 20       # section 15, "Strict reading"
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _json_depth_ok(text: str) -> bool:
+    """Arrays and objects nest at most MAX_JSON_DEPTH levels (the outermost
+    value is level 1).  Checked on the text before it is parsed, so that no
+    parser recurses deeper."""
+    depth = 0
+    for m in _JSON_BRACKET.finditer(_JSON_STRING.sub('""', text)):
+        if m.group() in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return False
+        else:
+            depth -= 1
+    return True
+
+
+def _no_constants(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json(text: str, allow_null: bool, what: str):
+    """Section 15, "Strict reading": RFC 8259 JSON nested at most 64 levels,
+    no key twice in an object, no lone surrogate (escaped or not), and no
+    `null` unless allowed.  Raises ValueError naming the rule."""
+    if not _json_depth_ok(text):
+        raise ValueError(f"{what}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        j = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise PackageError(f"not JSON: {e}") from None
+        j = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except ValueError as e:
+        raise ValueError(f"{what}: not JSON: {e}") from None
+
+    def walk(x):
+        if x is None:
+            if not allow_null:
+                raise ValueError(f"{what}: null is not allowed here: an absent field is left out")
+        elif isinstance(x, str):
+            try:
+                x.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"{what}: a lone surrogate in a string") from None
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                walk(k)
+                walk(v)
+
+    walk(j)
+    return j
+
+
+def parse_package(data: bytes) -> AppPackage:
+    if len(data) > MAX_PACKAGE_BYTES:
+        raise PackageError(f"package larger than {MAX_PACKAGE_BYTES} bytes (64 MiB)")
+    try:
+        j = strict_json(data.decode("utf-8"), False, "package")
+    except UnicodeDecodeError as e:
+        raise PackageError(f"not UTF-8: {e}") from None
+    except ValueError as e:
+        raise PackageError(str(e)) from None
     _obj(j, ("format", "registry_hash", "application_id", "application", "steps", "evidence", "receipts"),
          what="package")
     for k in ("steps", "evidence", "receipts"):
@@ -585,7 +651,7 @@ def verify_app_package(data: bytes, registry: Registry, registry_bytes_hash: Opt
     # 2
     app = None
     try:
-        app = json.loads(pkg.application)
+        app = strict_json(pkg.application, True, "application")
         if not isinstance(app, dict):
             raise ValueError("not an object")
         for k, t in (("id", str), ("bundle", str), ("centre", str), ("params", dict), ("phase", str),
@@ -884,13 +950,10 @@ def _verify_item(item: EvidenceItem, p: str, app: dict, app_id: bytes, params: d
     verdict = VERDICT_NAMES[ans.verdict]
     st = app["evidence"].get(item.id)
     d = None
-    names = [n for n, _ in ans.values]
     if not isinstance(st, dict):
         d = "application records nothing for this evidence"
     elif st.get("attempt") != item.attempt:
         d = f"application records attempt {st.get('attempt')!r}"
-    elif len(set(names)) != len(names):
-        d = "answer discloses a field twice"
     else:
         want = _recorded_answer(ans, verdict)
         if st.get("answer") != want:
@@ -915,31 +978,57 @@ def all_hold(facts: list) -> bool:
     return bool(facts) and all(f.status == HOLDS for f in facts)
 
 
+def _read_bounded(path: str) -> bytes:
+    """At most MAX_PACKAGE_BYTES + 1 bytes of a file (`-`: standard input):
+    a larger package is refused without reading the rest."""
+    if path == "-":
+        return sys.stdin.buffer.read(MAX_PACKAGE_BYTES + 1)
+    with open(path, "rb") as fh:
+        return fh.read(MAX_PACKAGE_BYTES + 1)
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Verify a Tongban application evidence package (section 15).")
-    ap.add_argument("package")
+    ap = argparse.ArgumentParser(description="Verify Tongban application evidence packages (section 15).")
+    ap.add_argument("packages", nargs="+", metavar="package", help="package files (`-`: standard input)")
     ap.add_argument("--registry", required=True)
     ap.add_argument("--now-ms", type=int, default=None)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     try:
-        with open(args.package, "rb") as fh:
-            data = fh.read()
         with open(args.registry, "rb") as fh:
             reg = load_registry(fh.read())
     except (OSError, RegistryError) as e:
         print(str(e), file=sys.stderr)
         return 2
-    facts = verify_app_package(data, reg, now_ms=args.now_ms)
-    valid = all_hold(facts)
+    results = []
+    for path in args.packages:
+        try:
+            data = _read_bounded(path)
+        except OSError as e:
+            print(str(e), file=sys.stderr)
+            return 2
+        facts = verify_app_package(data, reg, now_ms=args.now_ms)
+        results.append((path, all_hold(facts), facts))
+    every = all(v for _, v, _ in results)
     if args.json:
-        print(json.dumps({"valid": valid, "facts": [f.__dict__ for f in facts]}, ensure_ascii=False, indent=1))
+        def one(facts, valid):
+            return {"valid": valid, "facts": [f.__dict__ for f in facts]}
+        if len(results) == 1:
+            out = one(results[0][2], results[0][1])
+        else:
+            out = {"valid": every, "packages": [dict(one(f, v), package=p) for p, v, f in results]}
+        print(json.dumps(out, ensure_ascii=False, indent=1))
     else:
-        for f in facts:
-            print(f.line())
-        n = {s: sum(1 for f in facts if f.status == s) for s in (HOLDS, FAILS, SKIPPED)}
-        print(f"{'VALID' if valid else 'INVALID'}: {n[HOLDS]} hold, {n[FAILS]} fail, {n[SKIPPED]} skipped")
-    return 0 if valid else 1
+        for path, valid, facts in results:
+            if len(results) > 1:
+                print(f"== {path}")
+            for f in facts:
+                print(f.line())
+            n = {s: sum(1 for f in facts if f.status == s) for s in (HOLDS, FAILS, SKIPPED)}
+            print(f"{'VALID' if valid else 'INVALID'}: {n[HOLDS]} hold, {n[FAILS]} fail, {n[SKIPPED]} skipped")
+        if len(results) > 1:
+            print(f"{sum(1 for _, v, _ in results if v)} of {len(results)} packages valid")
+    return 0 if every else 1
 
 
 if __name__ == "__main__":
