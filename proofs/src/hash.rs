@@ -196,6 +196,6 @@ mod tests {
         #[derive(serde::Deserialize)]
         struct B(#[serde(with = "super::hex_bytes")] Vec<u8>);
         assert!(serde_json::from_str::<B>("\"0A\"").is_err());
-        assert!(serde_json::from_str::<B>("\"0a\"").is_ok());
+        assert_eq!(serde_json::from_str::<B>("\"0a\"").unwrap().0, vec![0x0a]);
     }
 }

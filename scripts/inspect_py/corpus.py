@@ -330,6 +330,35 @@ def random_mutation(pkg: dict, rng: random.Random):
     return j
 
 
+def random_recommit(pkg: dict, rng: random.Random, reg: A.Registry):
+    """One leaf of the application's JSON changed, dropped or duplicated, and
+    committed again with the test keys: every signature holds, so only the
+    inspectors' reading of the application decides."""
+    app = json.loads(pkg["application"])
+    all_leaves = [(p, v) for p, v in leaves(app) if p and p[0] != "id"]
+    path, value = rng.choice(all_leaves)
+    d = app
+    for k in path[:-1]:
+        d = d[k]
+    kind = rng.choice(["leaf", "leaf", "drop", "type"])
+    if kind == "drop":
+        del d[path[-1]]
+    elif kind == "type":
+        d[path[-1]] = rng.choice([None, [], {}, "", 0, True, "x"])
+    elif isinstance(value, bool):
+        d[path[-1]] = not value
+    elif isinstance(value, int):
+        d[path[-1]] = value + rng.choice([-1, 1, 1000])
+    elif isinstance(value, str):
+        d[path[-1]] = rng.choice(["", value + "x", "completed", "rejected", "holds", "does_not_hold",
+                                  "answered", "receipted", "failed", value.upper()])
+    else:
+        d[path[-1]] = "x"
+    j = copy.deepcopy(pkg)
+    recommit(j, app_text(app), reg)
+    return j, f"{kind} {'/'.join(map(str, path))}: {value!r} -> {d.get(path[-1], '(dropped)') if isinstance(d, dict) else '?'!r}"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
@@ -344,12 +373,12 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     manifest = []
 
-    def write(name, content, cls, expect):
+    def write(name, content, cls, expect, note=None):
         path = os.path.join(args.out, name + ".json")
         text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
         with open(path, "w", encoding="utf-8", errors="surrogatepass") as fh:
             fh.write(text)
-        manifest.append({"file": path, "class": cls, "expect": expect})
+        manifest.append({"file": path, "class": cls, "expect": expect, **({"note": note} if note else {})})
 
     valid = []
     for n, p in enumerate(args.packages):
@@ -389,6 +418,9 @@ def main(argv=None) -> int:
                 write(f"{name}-receipt-reason", j, "a receipt's reason", "refused")
         for k in range(args.random):
             write(f"{name}-random-{k}", random_mutation(pkg, rng), "random mutation", None)
+            if keys:
+                j, note = random_recommit(pkg, rng, reg)
+                write(f"{name}-recommit-{k}", j, "random re-committed application", None, note)
     with open(os.path.join(args.out, "manifest.json"), "w") as fh:
         json.dump({"registry": os.path.abspath(args.registry), "test_keys": keys, "inputs": manifest}, fh, indent=1)
     print(f"{len(manifest)} inputs in {args.out}" + ("" if keys else " (no test keys: re-signed classes left out)"))

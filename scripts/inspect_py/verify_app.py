@@ -422,8 +422,9 @@ def parse_request(j, what) -> MatchRequest:
 
 MAX_JSON_DEPTH = 64                # section 15, "Strict reading"
 MAX_PACKAGE_BYTES = 64 << 20       # section 15, "Strict reading"
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
-_JSON_BRACKET = re.compile(r"[\[\]{}]")
+# A string (to its closing quote, or to the end if unterminated: one pass,
+# never quadratic) or a bracket.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]+|\\.)*"?|[\[\]{}]', re.S)
 
 
 def _json_depth_ok(text: str) -> bool:
@@ -431,12 +432,13 @@ def _json_depth_ok(text: str) -> bool:
     value is level 1).  Checked on the text before it is parsed, so that no
     parser recurses deeper."""
     depth = 0
-    for m in _JSON_BRACKET.finditer(_JSON_STRING.sub('""', text)):
-        if m.group() in "[{":
+    for m in _JSON_TOKEN.finditer(text):
+        c = m.group()
+        if c == "[" or c == "{":
             depth += 1
             if depth > MAX_JSON_DEPTH:
                 return False
-        else:
+        elif c == "]" or c == "}":
             depth -= 1
     return True
 
