@@ -211,7 +211,10 @@ pub fn read_bounded(file: &Path, limit: u64, what: &str) -> anyhow::Result<Strin
         .with_context(|| format!("reading {name}"))?;
     } else {
         let f = std::fs::File::open(file).with_context(|| format!("reading {name}"))?;
-        let len = f.metadata().with_context(|| format!("reading {name}"))?.len();
+        let len = f
+            .metadata()
+            .with_context(|| format!("reading {name}"))?
+            .len();
         if len > limit {
             return Err(too_large());
         }

@@ -833,7 +833,11 @@ fn webhook_push_reaches_a_late_receiver_again_after_a_gateway_crash_and_never_af
 /// Runs `tongban ARGS` with an endless standard input (spaces, JSON white
 /// space, written until the pipe breaks); returns its output, or panics if it
 /// has not exited after `secs` (it would be reading the stream for ever).
-fn with_endless_stdin(args: &[&str], registry: &std::path::Path, secs: u64) -> std::process::Output {
+fn with_endless_stdin(
+    args: &[&str],
+    registry: &std::path::Path,
+    secs: u64,
+) -> std::process::Output {
     use std::io::Write;
     let mut child = tongban()
         .args(args)
@@ -861,7 +865,10 @@ fn with_endless_stdin(args: &[&str], registry: &std::path::Path, secs: u64) -> s
         if std::time::Instant::now() > deadline {
             child.kill().unwrap();
             child.wait().unwrap();
-            panic!("`tongban {}` still reading its endless input after {secs} s", args.join(" "));
+            panic!(
+                "`tongban {}` still reading its endless input after {secs} s",
+                args.join(" ")
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -900,7 +907,10 @@ fn inspect_verify_stdin_is_bounded_before_reading() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
-        err.contains(&format!("{}: package larger than 67108864 bytes (64 MiB)", big.display())),
+        err.contains(&format!(
+            "{}: package larger than 67108864 bytes (64 MiB)",
+            big.display()
+        )),
         "{err}"
     );
 }

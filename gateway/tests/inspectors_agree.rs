@@ -6,9 +6,11 @@
 //! The inputs come from scripts/inspect_py/corpus.py: the sample package of
 //! docs/vectors, a rejection made from it with the example registry's public
 //! test keys, each of the eight classes on which the inspectors once
-//! disagreed (docs/encoding.md section 15.1), and seeded random mutations
-//! (`TONGBAN_DIFF_SEED` picks another seed, `TONGBAN_DIFF_N` another number
-//! per package). `demo.rs` runs the same check on the demo's packages.
+//! disagreed (docs/encoding.md section 15.1), and seeded random mutations —
+//! of the package's JSON, and of the application's JSON committed again with
+//! the test keys, so that every signature holds and only the two readings of
+//! the application decide (`TONGBAN_DIFF_SEED` picks another seed,
+//! `TONGBAN_DIFF_N` another number per package).
 //!
 //! Needs python3 >= 3.11 (the package inspector uses the standard library
 //! only; `cryptography` is for hpke_open.py). Without it the test fails and

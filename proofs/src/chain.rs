@@ -417,11 +417,7 @@ mod tests {
 
     fn verdict(tc: &TestChain, e: &ChainExport) -> Result<(), String> {
         let r = verify_export(e, &tc.roots, NOW);
-        if r.ok() {
-            Ok(())
-        } else {
-            Err(format!("{r}"))
-        }
+        if r.ok() { Ok(()) } else { Err(format!("{r}")) }
     }
 
     #[test]
@@ -469,8 +465,11 @@ mod tests {
         let err = verdict(&tc, &export(&tc, &[members.clone()])).unwrap_err();
         assert!(err.contains("seal is not in the export"), "{err}");
         // A member left out: the batch cannot be checked whole.
-        let err = verdict(&tc, &export(&tc, &[vec![seal.clone()], members[..2].to_vec()]))
-            .unwrap_err();
+        let err = verdict(
+            &tc,
+            &export(&tc, &[vec![seal.clone()], members[..2].to_vec()]),
+        )
+        .unwrap_err();
         assert!(err.contains("2 of its 3 members"), "{err}");
         // Another transaction at a member's place.
         let mut forged = members.clone();

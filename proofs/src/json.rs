@@ -153,7 +153,12 @@ mod tests {
 
     #[test]
     fn lone_surrogates_are_refused() {
-        for s in [r#"["\ud800"]"#, r#"["\udc00"]"#, r#"{"\ud83d": 1}"#, r#"["\ud800\u0041"]"#] {
+        for s in [
+            r#"["\ud800"]"#,
+            r#"["\udc00"]"#,
+            r#"{"\ud83d": 1}"#,
+            r#"["\ud800\u0041"]"#,
+        ] {
             assert!(check_strict(s, true).is_err(), "{s}");
         }
         check_strict(r#"["\ud83d\ude00"]"#, true).unwrap();

@@ -93,10 +93,53 @@ pub fn parse_package(text: &str) -> Result<ApplicationPackage, String> {
 }
 
 /// The application's JSON, read strictly as a package is, except that it may
-/// hold `null` (the engine writes an absent `reason` so).
+/// hold `null` (the engine writes an absent `reason` so); and it must be in
+/// its written form (section 15.1): read and written again it is the same
+/// JSON value — no unknown or missing field, no other form of a value.
 fn parse_application(text: &str) -> Result<Application, String> {
     proofs::json::check_strict(text, true)?;
-    serde_json::from_str(text).map_err(|e| e.to_string())
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let app: Application = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+    let again = serde_json::to_value(&app).map_err(|e| e.to_string())?;
+    match first_difference(&value, &again, "") {
+        None => Ok(app),
+        Some(at) => Err(format!(
+            "not in the written form of an application (section 15) at `{at}`"
+        )),
+    }
+}
+
+/// The path of the first place where `a` and `b` differ.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value as J;
+    let at = |k: &str| {
+        if path.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match (a, b) {
+        (J::Object(x), J::Object(y)) => {
+            x.keys()
+                .chain(y.keys())
+                .find_map(|k| match (x.get(k), y.get(k)) {
+                    (Some(u), Some(v)) => first_difference(u, v, &at(k)),
+                    _ => Some(at(k)),
+                })
+        }
+        (J::Array(x), J::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (u, v))| first_difference(u, v, &at(&i.to_string()))),
+        _ if a == b => None,
+        _ => Some(if path.is_empty() {
+            "(top)".into()
+        } else {
+            path.into()
+        }),
+    }
 }
 
 fn verdict_answer(v: &Verdict) -> Answer {

@@ -366,6 +366,8 @@ def main(argv=None) -> int:
     ap.add_argument("--registry", required=True)
     ap.add_argument("--seed", type=int, default=15)
     ap.add_argument("--random", type=int, default=40, help="random mutations per valid package")
+    ap.add_argument("--recommit", action="store_true",
+                    help="also random changes of the application's JSON, committed again with the test keys")
     args = ap.parse_args(argv)
     with open(args.registry, "rb") as fh:
         reg = A.load_registry(fh.read())
@@ -418,7 +420,7 @@ def main(argv=None) -> int:
                 write(f"{name}-receipt-reason", j, "a receipt's reason", "refused")
         for k in range(args.random):
             write(f"{name}-random-{k}", random_mutation(pkg, rng), "random mutation", None)
-            if keys:
+            if keys and args.recommit:
                 j, note = random_recommit(pkg, rng, reg)
                 write(f"{name}-recommit-{k}", j, "random re-committed application", None, note)
     with open(os.path.join(args.out, "manifest.json"), "w") as fh:

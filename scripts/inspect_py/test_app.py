@@ -304,6 +304,20 @@ class StrictReading(unittest.TestCase):
         decision = [f for f in facts if f.name == "application.decision"]
         self.assertEqual([f.status for f in decision], [V.SKIPPED])
 
+    def test_the_application_must_be_in_its_written_form(self):
+        app = json.loads(PKG["application"])
+        for change in (lambda a: a["evidence"]["deed-tax"]["answer"].__setitem__("outcome", 0),
+                       lambda a: a.__setitem__("extra", 1),
+                       lambda a: a["timeline"][0].__setitem__("detail", ""),
+                       lambda a: a["timeline"][0].__setitem__("item", None),
+                       lambda a: a["services"]["gas-transfer"].pop("at_ms"),
+                       lambda a: a["params"]["buyer_name"].__setitem__("text", 5)):
+            b = copy.deepcopy(app)
+            change(b)
+            j = copy.deepcopy(PKG)
+            C.recommit(j, C.app_text(b), REG)
+            self.fails_with(j, "application.malformed")
+
     def test_a_package_above_64_mib_is_refused(self):
         self.fails_with(b" " * (A.MAX_PACKAGE_BYTES + 1), "package.malformed")
 

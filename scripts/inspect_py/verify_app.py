@@ -479,6 +479,136 @@ def strict_json(text: str, allow_null: bool, what: str):
     return j
 
 
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def application_form(app) -> None:
+    """Section 15.1: the application JSON is in the written form of section
+    15 -- every field there with its type, no other field, optional fields
+    (`item`, `detail` of a timeline entry) left out rather than empty.
+    Raises ValueError naming the first place that is not."""
+
+    def fail(path, what):
+        raise ValueError(f"not in the written form of an application (section 15) at `{path}`: {what}")
+
+    def obj(x, path, required, optional=()):
+        if not isinstance(x, dict):
+            fail(path, "not an object")
+        for k in required:
+            if k not in x:
+                fail(f"{path}.{k}" if path else k, "missing")
+        for k in x:
+            if k not in required and k not in optional:
+                fail(f"{path}.{k}" if path else k, "unknown field")
+
+    def uint(x, bits, path):
+        if type(x) is not int or not 0 <= x < (1 << bits):
+            fail(path, f"not a u{bits}")
+
+    def text(x, path):
+        if not isinstance(x, str):
+            fail(path, "not a string")
+
+    obj(app, "", ("id", "bundle", "centre", "params", "submitted_ms", "phase", "evidence", "services", "reason",
+                  "timeline"))
+    for k in ("id", "bundle", "centre"):
+        text(app[k], k)
+    if not isinstance(app["params"], dict):
+        fail("params", "not an object")
+    for name, v in app["params"].items():
+        p = f"params.{name}"
+        if not isinstance(v, dict) or len(v) != 1:
+            fail(p, "not a value")
+        (kind, x), = v.items()
+        if kind == "text":
+            text(x, p)
+        elif kind == "int":
+            if type(x) is not int or not -(1 << 63) <= x < (1 << 63):
+                fail(p, "not an i64")
+        elif kind == "bool":
+            if type(x) is not bool:
+                fail(p, "not a bool")
+        elif kind == "date":
+            if not (isinstance(x, str) and _DATE.fullmatch(x)
+                    and 1 <= int(x[:4]) and V.valid_date(int(x[:4]), int(x[5:7]), int(x[8:]))):
+                fail(p, "not a date YYYY-MM-DD")
+        else:
+            fail(p, f"unknown kind {kind!r}")
+    uint(app["submitted_ms"], 64, "submitted_ms")
+    if app["phase"] not in ("matching", "dispatching", "completed", "rejected", "failed"):
+        fail("phase", "unknown phase")
+    if not isinstance(app["evidence"], dict):
+        fail("evidence", "not an object")
+    for e, st in app["evidence"].items():
+        p = f"evidence.{e}"
+        kind = st.get("state") if isinstance(st, dict) else None
+        if kind == "pending":
+            obj(st, p, ("state", "attempt", "deadline_ms"))
+            uint(st["attempt"], 32, p + ".attempt")
+            uint(st["deadline_ms"], 64, p + ".deadline_ms")
+        elif kind == "answered":
+            obj(st, p, ("state", "answer", "attempt", "at_ms"))
+            uint(st["attempt"], 32, p + ".attempt")
+            uint(st["at_ms"], 64, p + ".at_ms")
+            a, q = st["answer"], p + ".answer"
+            outcome = a.get("outcome") if isinstance(a, dict) else None
+            if outcome == "holds":
+                obj(a, q, ("outcome", "values"))
+                if not isinstance(a["values"], dict):
+                    fail(q + ".values", "not an object")
+                for n, v in a["values"].items():
+                    text(v, f"{q}.values.{n}")
+            elif outcome in ("does_not_hold", "no_record"):
+                obj(a, q, ("outcome",))
+            elif outcome == "denied":
+                obj(a, q, ("outcome", "code"))
+                text(a["code"], q + ".code")
+            else:
+                fail(q + ".outcome", "unknown outcome")
+        elif kind == "failed":
+            obj(st, p, ("state", "code"))
+            text(st["code"], p + ".code")
+        elif kind == "unneeded":
+            obj(st, p, ("state",))
+        else:
+            fail(p + ".state", "unknown state")
+    if not isinstance(app["services"], dict):
+        fail("services", "not an object")
+    for sv, st in app["services"].items():
+        p = f"services.{sv}"
+        kind = st.get("state") if isinstance(st, dict) else None
+        if kind == "pending":
+            obj(st, p, ("state", "attempt", "deadline_ms"))
+            uint(st["attempt"], 32, p + ".attempt")
+            uint(st["deadline_ms"], 64, p + ".deadline_ms")
+        elif kind == "receipted":
+            obj(st, p, ("state", "accepted", "reason", "at_ms"))
+            if type(st["accepted"]) is not bool:
+                fail(p + ".accepted", "not a bool")
+            text(st["reason"], p + ".reason")
+            uint(st["at_ms"], 64, p + ".at_ms")
+        elif kind == "failed":
+            obj(st, p, ("state", "code"))
+            text(st["code"], p + ".code")
+        else:
+            fail(p + ".state", "unknown state")
+    if app["reason"] is not None:
+        text(app["reason"], "reason")
+    if not isinstance(app["timeline"], list):
+        fail("timeline", "not a list")
+    for i, t in enumerate(app["timeline"]):
+        p = f"timeline.{i}"
+        obj(t, p, ("at_ms", "what"), ("item", "detail"))
+        uint(t["at_ms"], 64, p + ".at_ms")
+        text(t["what"], p + ".what")
+        if "item" in t:
+            text(t["item"], p + ".item")
+        if "detail" in t:
+            text(t["detail"], p + ".detail")
+            if t["detail"] == "":
+                fail(p + ".detail", "empty (an empty detail is left out)")
+
+
 def parse_package(data: bytes) -> AppPackage:
     if len(data) > MAX_PACKAGE_BYTES:
         raise PackageError(f"package larger than {MAX_PACKAGE_BYTES} bytes (64 MiB)")
@@ -654,8 +784,7 @@ def verify_app_package(data: bytes, registry: Registry, registry_bytes_hash: Opt
     app = None
     try:
         app = strict_json(pkg.application, True, "application")
-        if not isinstance(app, dict):
-            raise ValueError("not an object")
+        application_form(app)
         for k, t in (("id", str), ("bundle", str), ("centre", str), ("params", dict), ("phase", str),
                      ("evidence", dict), ("services", dict)):
             if not isinstance(app.get(k), t):

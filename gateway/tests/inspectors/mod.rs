@@ -130,7 +130,7 @@ pub fn agree(
         .args(packages)
         .arg("--registry")
         .arg(registry)
-        .args(["--seed", &seed, "--random", &n])
+        .args(["--seed", &seed, "--random", &n, "--recommit"])
         .output()
         .unwrap();
     assert!(
