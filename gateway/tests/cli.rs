@@ -163,6 +163,30 @@ fn import_reports_lines_resumes_and_never_duplicates() {
         p.status.success() && text.contains("member") && !text.contains("FAIL"),
         "{text}"
     );
+
+    // The whole chain, batches included, verifies offline from genesis.
+    let exported = tongban()
+        .arg("chain")
+        .args(&args)
+        .arg("export")
+        .output()
+        .unwrap();
+    assert!(exported.status.success());
+    let export = files.dir.path().join("chain.json");
+    std::fs::write(&export, &exported.stdout).unwrap();
+    let check = tongban()
+        .args(["inspect", "chain"])
+        .arg(&export)
+        .arg("--registry")
+        .arg(&files.registry_path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    assert!(String::from_utf8_lossy(&exported.stdout).contains("\"txs\""));
     child.kill().unwrap();
     child.wait().unwrap();
 }
