@@ -462,7 +462,7 @@ mod tests {
     fn chain_batch_members_not_authorised_are_refused() {
         let (tc, seal, members) = setup();
         // No seal anywhere.
-        let err = verdict(&tc, &export(&tc, &[members.clone()])).unwrap_err();
+        let err = verdict(&tc, &export(&tc, std::slice::from_ref(&members))).unwrap_err();
         assert!(err.contains("seal is not in the export"), "{err}");
         // A member left out: the batch cannot be checked whole.
         let err = verdict(
