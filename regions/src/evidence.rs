@@ -83,7 +83,7 @@ pub struct ApplicationPackage {
 
 const SUBJECT: &str = "package";
 
-/// Reads a package's JSON text strictly (docs/encoding.md section 15,
+/// Reads a package's JSON text strictly (docs/encoding.md section 15.1,
 /// "Strict reading"): nesting at most [`proofs::json::MAX_DEPTH`] levels, no
 /// key twice, no lone surrogate, no `null` (an absent field is left out),
 /// hex in lower case, no unknown field. The error says which rule broke.
@@ -445,7 +445,27 @@ fn verify_with_memo(
         if let Some(b) = &item.record {
             remember(b);
         }
-        match check_opened(&item.answer, req, &verified) {
+        // The record the answer names is the proven one, version included.
+        let opened = check_opened(&item.answer, req, &verified).and_then(|plain| {
+            let proven = item
+                .record
+                .as_ref()
+                .and_then(|b| proofs::tx::Transaction::decode(&b.tx).ok())
+                .and_then(|tx| match tx.body {
+                    TxBody::RecordCommit { version, .. } => Some(version),
+                    _ => None,
+                });
+            match (&plain.record, proven) {
+                (Some(named), Some(v)) if named.version != v => {
+                    Err(proofs::matching::MatchError::Mismatch(format!(
+                        "the answer names version {} of the record, the proven record is version {v}",
+                        named.version
+                    )))
+                }
+                _ => Ok(plain),
+            }
+        });
+        match opened {
             Err(e) => r.fails(
                 &name,
                 "evidence.answer",

@@ -258,6 +258,34 @@ def disclosed_twice(pkg: dict, reg):
     return None
 
 
+def record_version(pkg: dict, reg):
+    """An answer naming the proven record's leaf with another version."""
+    for i, item in enumerate(pkg["evidence"]):
+        ans = A.decode_answer(bytes.fromhex(item["answer"]))
+        if ans.record is not None:
+            j = copy.deepcopy(pkg)
+            reanswer(j, i, lambda a: setattr(a, "record", (a.record[0], a.record[1] + 1)), reg)
+            return j
+    return None
+
+
+def long_names(pkg: dict, reg):
+    """A disclosed field name of 128 bytes (section 13's limit), recorded so by
+    the application: accepted by both."""
+    app = json.loads(pkg["application"])
+    for i, item in enumerate(pkg["evidence"]):
+        ans = A.decode_answer(bytes.fromhex(item["answer"]))
+        if ans.values:
+            j = copy.deepcopy(pkg)
+            name = "n" * 128
+            reanswer(j, i, lambda a: setattr(a, "values", [(name, a.values[0][1])]), reg)
+            st = app["evidence"][item["id"]]
+            st["answer"]["values"] = {name: ans.values[0][1]}
+            recommit(j, app_text(app), reg)
+            return j
+    return None
+
+
 def receipt_reason(pkg: dict, reg):
     """The application records another reason than the receipt says."""
     app = json.loads(pkg["application"])
@@ -415,6 +443,12 @@ def main(argv=None) -> int:
             j = disclosed_twice(pkg, reg)
             if j is not None:
                 write(f"{name}-disclosed-twice", j, "a field disclosed twice", "refused")
+            j = record_version(pkg, reg)
+            if j is not None:
+                write(f"{name}-record-version", j, "an answer naming another record version", "refused")
+            j = long_names(pkg, reg)
+            if j is not None:
+                write(f"{name}-long-name", j, "a disclosed name at the limit", None)
             j = receipt_reason(pkg, reg)
             if j is not None:
                 write(f"{name}-receipt-reason", j, "a receipt's reason", "refused")

@@ -57,13 +57,11 @@ MAX_QUESTION = 16 * 1024          # section 13: question <= 16 KiB
 MAX_ID = 128                      # section 13: ids <= 128 bytes
 MAX_VALIDITY_MS = 300_000         # section 13: expires_ms - issued_ms
 MAX_DISCLOSED = 64                # section 13: disclosed values <= 64
-# ASSUMPTION: section 13 gives no limits for the strings of the answer
-# plaintext; these are chosen from neighbouring limits (field names 64, text
-# values 4096, ids 128, free text 1024 like a receipt's reason).
-MAX_ANSWER_NAME = 64
+# Section 13's limits for the strings of the answer plaintext.
+MAX_ANSWER_NAME = 128
 MAX_ANSWER_VALUE = 4096
 MAX_RULE_CODE = 128
-MAX_RULE_MESSAGE = 1024
+MAX_RULE_MESSAGE = 4096
 
 
 # --------------------------------------------------------------------------
