@@ -198,7 +198,7 @@ pub fn read_bounded(file: &Path, limit: u64, what: &str) -> anyhow::Result<Strin
     };
     let too_large = || {
         anyhow::anyhow!(
-            "{name}: {what} larger than {limit} bytes ({}): refused before reading it",
+            "{name}: {what} larger than {limit} bytes ({}): refused without reading the rest",
             human_bytes(limit)
         )
     };

@@ -186,6 +186,8 @@ def _key(hexstr: str, what: str) -> bytes:
         k = bytes.fromhex(hexstr)
     except (TypeError, ValueError):
         raise RegistryError(f"{what}: not hex") from None
+    if hexstr != k.hex():  # section 15.1: hex is lower case only, no spaces
+        raise RegistryError(f"{what}: hex not lower case")
     if len(k) != 32 or not V.ed25519_key_ok(k):  # section 7: refused at load time
         raise RegistryError(f"{what}: key not canonical or of small order")
     return k
