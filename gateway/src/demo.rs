@@ -680,7 +680,7 @@ pub async fn scenario(region: Arc<Region>, o: &DemoOptions) -> anyhow::Result<De
         std::fs::write(&file, serde_json::to_vec_pretty(&pkg)?)?;
         let t = Instant::now();
         let text = std::fs::read_to_string(&file)?;
-        let parsed: regions::evidence::ApplicationPackage = serde_json::from_str(&text)?;
+        let parsed = regions::evidence::parse_package(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
         let report =
             regions::evidence::verify_package(&parsed, &registry, &roots, SystemClock.now_ms());
         inspect += t.elapsed();

@@ -187,12 +187,17 @@ enum InspectCommand {
         /// The region's registry file.
         #[arg(long)]
         registry: PathBuf,
+        /// The largest export read, in bytes (a larger one is refused
+        /// before it is read).
+        #[arg(long, default_value_t = cli::MAX_EXPORT_BYTES)]
+        max_bytes: u64,
     },
     /// Verify an application's evidence package; exit code 0 only if every fact holds.
     /// Several packages: each is checked in full; a quorum certificate shared
     /// by several (the same block's exact bytes) is verified once.
     Verify {
-        /// The packages (JSON; `-` for stdin).
+        /// The packages (JSON; `-` for stdin; at most 64 MiB each, a larger
+        /// one is refused before it is read).
         #[arg(required = true)]
         packages: Vec<PathBuf>,
         /// The region's registry file.
@@ -501,8 +506,13 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             command: ChainCommand::Export,
         } => cli::chain_export(client).await,
         Command::Inspect {
-            command: InspectCommand::Chain { export, registry },
-        } => cli::inspect_chain(&export, &registry),
+            command:
+                InspectCommand::Chain {
+                    export,
+                    registry,
+                    max_bytes,
+                },
+        } => cli::inspect_chain(&export, &registry, max_bytes),
         Command::Inspect {
             command:
                 InspectCommand::Verify {

@@ -163,6 +163,30 @@ fn import_reports_lines_resumes_and_never_duplicates() {
         p.status.success() && text.contains("member") && !text.contains("FAIL"),
         "{text}"
     );
+
+    // The whole chain, batches included, verifies offline from genesis.
+    let exported = tongban()
+        .arg("chain")
+        .args(&args)
+        .arg("export")
+        .output()
+        .unwrap();
+    assert!(exported.status.success());
+    let export = files.dir.path().join("chain.json");
+    std::fs::write(&export, &exported.stdout).unwrap();
+    let check = tongban()
+        .args(["inspect", "chain"])
+        .arg(&export)
+        .arg("--registry")
+        .arg(&files.registry_path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    assert!(String::from_utf8_lossy(&exported.stdout).contains("\"txs\""));
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -862,4 +886,129 @@ fn inspect_verify_states_what_a_package_cannot_show() {
     assert_eq!(v["ok"], true);
     let lines = v["cannot_show"].as_array().unwrap();
     assert_eq!(lines.len(), regions::evidence::CANNOT_SHOW.len());
+}
+
+/// Runs `tongban ARGS` with an endless standard input (spaces, JSON white
+/// space, written until the pipe breaks); returns its output, or panics if it
+/// has not exited after `secs` (it would be reading the stream for ever).
+fn with_endless_stdin(
+    args: &[&str],
+    registry: &std::path::Path,
+    secs: u64,
+) -> std::process::Output {
+    use std::io::Write;
+    let mut child = tongban()
+        .args(args)
+        .arg("--registry")
+        .arg(registry)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b' '; 1 << 20];
+        let mut written = 0u64;
+        while stdin.write_all(&chunk).is_ok() {
+            written += chunk.len() as u64;
+        }
+        written
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!(
+                "`tongban {}` still reading its endless input after {secs} s",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let written = writer.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        written <= (64 << 20) + (4 << 20),
+        "{written} bytes went into the pipe"
+    );
+    out
+}
+
+#[test]
+fn inspect_verify_stdin_is_bounded_before_reading() {
+    let files = city_files("nanjing", "");
+    let out = with_endless_stdin(&["inspect", "verify", "-"], &files.registry_path, 120);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("standard input: package larger than 67108864 bytes (64 MiB)"),
+        "{err}"
+    );
+    // A file above the bound is refused before it is read (a sparse file).
+    let big = files.dir.path().join("big.json");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len((64 << 20) + 1)
+        .unwrap();
+    let out = tongban()
+        .args(["inspect", "verify"])
+        .arg(&big)
+        .arg("--registry")
+        .arg(&files.registry_path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: package larger than 67108864 bytes (64 MiB)",
+            big.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn inspect_chain_input_is_bounded_before_reading() {
+    let files = city_files("nanjing", "");
+    let out = with_endless_stdin(
+        &["inspect", "chain", "-", "--max-bytes", "1048576"],
+        &files.registry_path,
+        120,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("standard input: chain export larger than 1048576 bytes (1 MiB)"),
+        "{err}"
+    );
+    // The default bound (1 GiB), on a sparse file just above it.
+    let big = files.dir.path().join("export.json");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len((1 << 30) + 1)
+        .unwrap();
+    let started = std::time::Instant::now();
+    let out = tongban()
+        .args(["inspect", "chain"])
+        .arg(&big)
+        .arg("--registry")
+        .arg(&files.registry_path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: chain export larger than 1073741824 bytes (1 GiB)",
+            big.display()
+        )),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }

@@ -4,6 +4,8 @@
 //! `tongban inspect verify` command and by the independent Python inspector
 //! written from `docs/encoding.md`.
 
+mod inspectors;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -89,6 +91,34 @@ fn the_demo_runs_every_bundle_and_its_packages_verify_offline() {
             independent(p, &registry);
         }
     }
+    // Both inspectors give the same verdicts on one package per bundle and
+    // outcome and on its mutations (docs/encoding.md section 15.1).
+    let tomllib = Command::new("python3")
+        .args(["-c", "import tomllib"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if tomllib {
+        let mut picked = std::collections::BTreeMap::new();
+        for a in apps {
+            let key = format!("{}/{}", a["bundle"], a["phase"]);
+            picked
+                .entry(key)
+                .or_insert_with(|| std::path::PathBuf::from(a["package"].as_str().unwrap()));
+        }
+        let picked: Vec<_> = picked.into_values().collect();
+        let (n, classes) = inspectors::agree(&dir.path().join("corpus"), &picked, &registry, 3);
+        assert!(
+            classes.contains("rejection whose failing evidence was left out"),
+            "{classes:?}"
+        );
+        eprintln!(
+            "{n} inputs from {} demo packages: the same verdict from both inspectors",
+            picked.len()
+        );
+    } else {
+        eprintln!("python3 >= 3.11 missing: the differential check of the inspectors is skipped");
+    }
+
     // A completed application whose package claims it was rejected.
     let completed = apps.iter().find(|a| a["phase"] == "completed").unwrap();
     let mut pkg: serde_json::Value =

@@ -72,9 +72,32 @@ pub enum HexError {
     /// A character that is not a hex digit.
     #[error("not a hex string")]
     Digit,
+    /// An upper-case hex digit: hex is written in lower case only (one
+    /// written form per value).
+    #[error("hex digits must be lower case")]
+    UpperCase,
 }
 
-/// Parses exactly `N` bytes of hex.
+/// Checks that `s` holds only lower-case hex digits (`0-9`, `a-f`).
+fn lower_hex_digits(s: &str) -> Result<(), HexError> {
+    match s.bytes().find(|b| !matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        None => Ok(()),
+        Some(b'A'..=b'F') => Err(HexError::UpperCase),
+        Some(_) => Err(HexError::Digit),
+    }
+}
+
+/// Parses lower-case hex of any even length (upper case is refused: every
+/// value has one written form).
+pub fn decode_hex(s: &str) -> Result<Vec<u8>, HexError> {
+    lower_hex_digits(s)?;
+    hex::decode(s).map_err(|_| HexError::Length {
+        expected: s.len() + 1,
+        found: s.len(),
+    })
+}
+
+/// Parses exactly `N` bytes of lower-case hex.
 pub fn parse_fixed_hex<const N: usize>(s: &str) -> Result<[u8; N], HexError> {
     if s.len() != 2 * N {
         return Err(HexError::Length {
@@ -82,6 +105,7 @@ pub fn parse_fixed_hex<const N: usize>(s: &str) -> Result<[u8; N], HexError> {
             found: s.len(),
         });
     }
+    lower_hex_digits(s)?;
     let mut out = [0u8; N];
     hex::decode_to_slice(s, &mut out).map_err(|_| HexError::Digit)?;
     Ok(out)
@@ -126,10 +150,10 @@ pub mod hex_bytes {
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(v))
     }
-    /// Parses hex of any even length.
+    /// Parses lower-case hex of any even length.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        hex::decode(&*s).map_err(serde::de::Error::custom)
+        super::decode_hex(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -158,5 +182,20 @@ mod tests {
             })
         );
         assert_eq!(Hash::from_hex(&"zz".repeat(32)), Err(HexError::Digit));
+    }
+
+    #[test]
+    fn upper_case_hex_is_refused() {
+        let h = sha256(b"x");
+        let upper = h.to_hex().to_uppercase();
+        assert_eq!(Hash::from_hex(&upper), Err(HexError::UpperCase));
+        assert_eq!(decode_hex("0aFF"), Err(HexError::UpperCase));
+        assert_eq!(decode_hex("0aff"), Ok(vec![0x0a, 0xff]));
+        assert_eq!(decode_hex("0af").map_err(|_| ()), Err(()));
+        assert!(serde_json::from_str::<Hash>(&format!("\"{upper}\"")).is_err());
+        #[derive(serde::Deserialize)]
+        struct B(#[serde(with = "super::hex_bytes")] Vec<u8>);
+        assert!(serde_json::from_str::<B>("\"0A\"").is_err());
+        assert_eq!(serde_json::from_str::<B>("\"0a\"").unwrap().0, vec![0x0a]);
     }
 }

@@ -23,6 +23,8 @@
 //! * [`trust`] — [`TrustRoots`]: endorser sets and member keys from the registry.
 //! * [`bundle`] — proof bundles and evidence packages; [`verify_bundle`],
 //!   [`verify_package`].
+//! * [`json`] — strict JSON (bounded nesting, no duplicate keys, no stray
+//!   `null`) for the texts an inspector reads.
 //! * [`report`] — the [`Report`] every verifier returns.
 //! * [`testkit`] — seeded test chains for tests and benchmarks (never secure).
 //!
@@ -34,6 +36,7 @@ pub mod commitment;
 pub mod encoding;
 pub mod hash;
 pub mod header;
+pub mod json;
 pub mod keys;
 pub mod matching;
 pub mod merkle;

@@ -478,6 +478,13 @@ impl AnswerPlain {
         let mut values = Vec::with_capacity(n);
         for _ in 0..n {
             let k = d.str("answer.values.name", MAX_ID)?.to_owned();
+            if values.iter().any(|(n, _): &(String, String)| *n == k) {
+                // One value per field: a field disclosed twice has no one reading.
+                return Err(DecodeError::Invalid {
+                    field: "answer.values.name",
+                    reason: format!("`{k}` disclosed twice"),
+                });
+            }
             let v = d.str("answer.values.value", 4096)?.to_owned();
             values.push((k, v));
         }
@@ -805,4 +812,25 @@ pub fn check_opened(
         }
     }
     Ok(plain)
+}
+
+#[cfg(test)]
+mod strict_tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_disclosing_a_field_twice_does_not_decode() {
+        let mut a = AnswerPlain {
+            request: Hash([1; 32]),
+            verdict: Verdict::Holds,
+            values: vec![("address".into(), "1 Zhongshan Road".into())],
+            evaluated_height: 7,
+            record: None,
+            nonce: [2; 32],
+        };
+        assert_eq!(AnswerPlain::decode(&a.encode()).unwrap(), a);
+        a.values.push(a.values[0].clone());
+        let e = AnswerPlain::decode(&a.encode()).unwrap_err();
+        assert!(e.to_string().contains("`address` disclosed twice"), "{e}");
+    }
 }

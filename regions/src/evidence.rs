@@ -103,6 +103,65 @@ pub const CANNOT_SHOW: &[&str] = &[
 
 const SUBJECT: &str = "package";
 
+/// Reads a package's JSON text strictly (docs/encoding.md section 15.1,
+/// "Strict reading"): nesting at most [`proofs::json::MAX_DEPTH`] levels, no
+/// key twice, no lone surrogate, no `null` (an absent field is left out),
+/// hex in lower case, no unknown field. The error says which rule broke.
+pub fn parse_package(text: &str) -> Result<ApplicationPackage, String> {
+    proofs::json::check_strict(text, false)?;
+    serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
+/// The application's JSON, read strictly as a package is, except that it may
+/// hold `null` (the engine writes an absent `reason` so); and it must be in
+/// its written form (section 15.1): read and written again it is the same
+/// JSON value — no unknown or missing field, no other form of a value.
+fn parse_application(text: &str) -> Result<Application, String> {
+    proofs::json::check_strict(text, true)?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let app: Application = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+    let again = serde_json::to_value(&app).map_err(|e| e.to_string())?;
+    match first_difference(&value, &again, "") {
+        None => Ok(app),
+        Some(at) => Err(format!(
+            "not in the written form of an application (section 15) at `{at}`"
+        )),
+    }
+}
+
+/// The path of the first place where `a` and `b` differ.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value as J;
+    let at = |k: &str| {
+        if path.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match (a, b) {
+        (J::Object(x), J::Object(y)) => {
+            x.keys()
+                .chain(y.keys())
+                .find_map(|k| match (x.get(k), y.get(k)) {
+                    (Some(u), Some(v)) => first_difference(u, v, &at(k)),
+                    _ => Some(at(k)),
+                })
+        }
+        (J::Array(x), J::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (u, v))| first_difference(u, v, &at(&i.to_string()))),
+        _ if a == b => None,
+        _ => Some(if path.is_empty() {
+            "(top)".into()
+        } else {
+            path.into()
+        }),
+    }
+}
+
 fn verdict_answer(v: &Verdict) -> Answer {
     match v {
         Verdict::Holds => Answer::Holds {
@@ -210,14 +269,14 @@ fn verify_with_memo(
     r.holds(SUBJECT, "package.registry", "made under this registry");
 
     // The application, exactly as committed by its last step.
-    let app: Application = match serde_json::from_str(&pkg.application) {
+    let app: Application = match parse_application(&pkg.application) {
         Ok(a) => a,
         Err(e) => {
             r.fails(
                 SUBJECT,
                 "application.decode",
                 "application.malformed",
-                e.to_string(),
+                e,
                 "the application's JSON",
                 "undecodable",
             );
@@ -496,15 +555,18 @@ fn verify_with_memo(
                 application,
                 service,
                 accepted,
+                reason,
                 ..
             } if *application == pkg.application_id
                 && *service == item.service
                 && *delivery == delivery_id(&pkg.application_id, service)
                 && recipient.as_deref() == Some(tx.author.as_str()) =>
             {
+                // The same outcome: accepted or not, with the same reason.
                 let recorded = matches!(
                     app.services.get(service),
-                    Some(ServiceState::Receipted { accepted: a, .. }) if a == accepted
+                    Some(ServiceState::Receipted { accepted: a, reason: why, .. })
+                        if a == accepted && why == reason
                 );
                 if recorded {
                     r.holds(
@@ -524,7 +586,7 @@ fn verify_with_memo(
                         "receipt.service",
                         "receipt.not_recorded",
                         "the application records another outcome for this service",
-                        format!("{accepted}"),
+                        format!("accepted {accepted}, reason {reason:?}"),
                         format!("{:?}", app.services.get(service)),
                     );
                 }
@@ -718,7 +780,27 @@ fn verify_item(
         "evidence.access",
         "the provider city's gateway logged this request's answer",
     );
-    let plain = match check_opened(&item.answer, req, &verified) {
+    // The record the answer names is the proven one, version included.
+    let opened = check_opened(&item.answer, req, &verified).and_then(|plain| {
+        let proven = item
+            .record
+            .as_ref()
+            .and_then(|b| proofs::tx::Transaction::decode(&b.tx).ok())
+            .and_then(|tx| match tx.body {
+                TxBody::RecordCommit { version, .. } => Some(version),
+                _ => None,
+            });
+        match (&plain.record, proven) {
+            (Some(named), Some(v)) if named.version != v => {
+                Err(proofs::matching::MatchError::Mismatch(format!(
+                    "the answer names version {} of the record, the proven record is version {v}",
+                    named.version
+                )))
+            }
+            _ => Ok(plain),
+        }
+    });
+    let plain = match opened {
         Err(e) => {
             r.fails(
                 name,

@@ -20,6 +20,7 @@ sys.path.insert(0, HERE)
 
 import verify as V  # noqa: E402
 import verify_app as A  # noqa: E402
+import corpus as C  # noqa: E402
 
 PKG_PATH = os.path.join(REPO, "docs", "vectors", "application-package-v1.json")
 REG_PATH = os.path.join(REPO, "regions", "examples", "yangtze-delta.toml")
@@ -410,6 +411,77 @@ class SamplePackage(unittest.TestCase):
         recommit(j, app)
         facts = verify_json(j)
         self.assertEqual(codes(facts), ["application.decision_mismatch", "application.phase_mismatch"])
+
+
+class StrictReading(unittest.TestCase):
+    """Section 15.1: one reading per input, the rule the Rust inspector
+    follows too (gateway/tests/inspectors_agree.rs runs both)."""
+
+    def fails_with(self, j, code):
+        data = j if isinstance(j, bytes) else (j if isinstance(j, str) else json.dumps(j, ensure_ascii=False))
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        try:
+            facts = A.verify_app_package(data, REG, now_ms=NOW)
+        except Exception as e:  # a crash is not a verdict
+            raise AssertionError(f"verifier raised {type(e).__name__}: {e}")
+        self.assertFalse(A.all_hold(facts))
+        self.assertIn(code, codes(facts))
+        return facts
+
+    def test_deep_nesting_is_refused_not_a_crash(self):
+        self.fails_with(C.deep_nesting(PKG, 100_000), "package.malformed")
+        self.fails_with(C.deep_nesting(PKG, 65), "package.malformed")
+        self.fails_with(C.deep_application(PKG, 100_000, REG, True), "application.malformed")
+        self.fails_with(C.deep_application(PKG, 65, REG, True), "application.malformed")
+        # 64 levels are allowed (the unknown key is what is refused then).
+        facts = self.fails_with(C.deep_nesting(PKG, 62), "package.malformed")
+        self.assertIn("unknown", facts[0].detail)
+
+    def test_duplicate_keys_are_refused(self):
+        self.fails_with(C.duplicate_key_package(PKG), "package.malformed")
+        self.fails_with(C.duplicate_key_application(PKG, REG), "application.malformed")
+
+    def test_lone_surrogates_are_refused_not_a_crash(self):
+        self.fails_with(C.lone_surrogate_package(PKG), "package.malformed")
+        self.fails_with(C.lone_surrogate_application(PKG, REG), "application.malformed")
+
+    def test_upper_case_hex_is_refused(self):
+        self.fails_with(C.upper_hex(PKG), "package.malformed")
+
+    def test_explicit_null_is_refused(self):
+        self.fails_with(C.explicit_null(PKG), "package.malformed")
+
+    def test_a_field_disclosed_twice_is_refused(self):
+        self.fails_with(C.disclosed_twice(PKG, REG), "match.decode")
+
+    def test_a_receipts_reason_must_be_recorded(self):
+        self.fails_with(C.receipt_reason(PKG, REG), "receipt.not_recorded")
+
+    def test_a_rejection_whose_failing_evidence_was_left_out(self):
+        rejected, failing = C.rejected(PKG, REG)
+        facts = A.verify_app_package(json.dumps(rejected).encode(), REG, now_ms=NOW)
+        self.assertEqual(failed(facts), [])
+        facts = self.fails_with(C.failing_left_out(rejected), "evidence.missing")
+        decision = [f for f in facts if f.name == "application.decision"]
+        self.assertEqual([f.status for f in decision], [V.SKIPPED])
+
+    def test_the_application_must_be_in_its_written_form(self):
+        app = json.loads(PKG["application"])
+        for change in (lambda a: a["evidence"]["deed-tax"]["answer"].__setitem__("outcome", 0),
+                       lambda a: a.__setitem__("extra", 1),
+                       lambda a: a["timeline"][0].__setitem__("detail", ""),
+                       lambda a: a["timeline"][0].__setitem__("item", None),
+                       lambda a: a["services"]["gas-transfer"].pop("at_ms"),
+                       lambda a: a["params"]["buyer_name"].__setitem__("text", 5)):
+            b = copy.deepcopy(app)
+            change(b)
+            j = copy.deepcopy(PKG)
+            C.recommit(j, C.app_text(b), REG)
+            self.fails_with(j, "application.malformed")
+
+    def test_a_package_above_64_mib_is_refused(self):
+        self.fails_with(b" " * (A.MAX_PACKAGE_BYTES + 1), "package.malformed")
 
 
 class Rules(unittest.TestCase):

@@ -11,9 +11,10 @@ transaction decoding, bundle checks 4-11) come from verify.py.
 
 Usage (from the repository root):
 
-    python3 scripts/inspect_py/verify_app.py PACKAGE.json --registry REGION.toml [--now-ms MS] [--json]
+    python3 scripts/inspect_py/verify_app.py PACKAGE.json… --registry REGION.toml [--now-ms MS] [--json]
 
-Exit status 0 iff every fact holds; 1 otherwise; 2 on usage errors.
+Exit status 0 iff every fact of every package holds; 1 otherwise; 2 on usage
+errors.  Input is read strictly (section 15, "Strict reading").
 
 Points the document leaves open are marked "ASSUMPTION" in the code.
 """
@@ -26,6 +27,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import sys
 import time
 import tomllib
@@ -55,13 +57,11 @@ MAX_QUESTION = 16 * 1024          # section 13: question <= 16 KiB
 MAX_ID = 128                      # section 13: ids <= 128 bytes
 MAX_VALIDITY_MS = 300_000         # section 13: expires_ms - issued_ms
 MAX_DISCLOSED = 64                # section 13: disclosed values <= 64
-# ASSUMPTION: section 13 gives no limits for the strings of the answer
-# plaintext; these are chosen from neighbouring limits (field names 64, text
-# values 4096, ids 128, free text 1024 like a receipt's reason).
-MAX_ANSWER_NAME = 64
+# Section 13's limits for the strings of the answer plaintext.
+MAX_ANSWER_NAME = 128
 MAX_ANSWER_VALUE = 4096
 MAX_RULE_CODE = 128
-MAX_RULE_MESSAGE = 1024
+MAX_RULE_MESSAGE = 4096
 
 
 # --------------------------------------------------------------------------
@@ -155,6 +155,9 @@ def decode_answer(data: bytes) -> Answer:
     values = []
     for _ in range(n):
         name = r.string(MAX_ANSWER_NAME, "disclosed name")
+        if any(name == n for n, _ in values):
+            # section 15, "Strict reading": a field is disclosed at most once
+            raise r.err(f"field {name!r} disclosed twice")
         values.append((name, r.string(MAX_ANSWER_VALUE, "disclosed value")))
     height = r.u64()
     at = r.i
@@ -183,6 +186,8 @@ def _key(hexstr: str, what: str) -> bytes:
         k = bytes.fromhex(hexstr)
     except (TypeError, ValueError):
         raise RegistryError(f"{what}: not hex") from None
+    if hexstr != k.hex():  # section 15.1: hex is lower case only, no spaces
+        raise RegistryError(f"{what}: hex not lower case")
     if len(k) != 32 or not V.ed25519_key_ok(k):  # section 7: refused at load time
         raise RegistryError(f"{what}: key not canonical or of small order")
     return k
@@ -415,11 +420,204 @@ def parse_request(j, what) -> MatchRequest:
     return req
 
 
-def parse_package(data: bytes) -> AppPackage:
+MAX_JSON_DEPTH = 64                # section 15, "Strict reading"
+MAX_PACKAGE_BYTES = 64 << 20       # section 15, "Strict reading"
+# A string (to its closing quote, or to the end if unterminated: one pass,
+# never quadratic) or a bracket.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]+|\\.)*"?|[\[\]{}]', re.S)
+
+
+def _json_depth_ok(text: str) -> bool:
+    """Arrays and objects nest at most MAX_JSON_DEPTH levels (the outermost
+    value is level 1).  Checked on the text before it is parsed, so that no
+    parser recurses deeper."""
+    depth = 0
+    for m in _JSON_TOKEN.finditer(text):
+        c = m.group()
+        if c == "[" or c == "{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return False
+        elif c == "]" or c == "}":
+            depth -= 1
+    return True
+
+
+def _no_constants(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json(text: str, allow_null: bool, what: str):
+    """Section 15, "Strict reading": RFC 8259 JSON nested at most 64 levels,
+    no key twice in an object, no lone surrogate (escaped or not), and no
+    `null` unless allowed.  Raises ValueError naming the rule."""
+    if not _json_depth_ok(text):
+        raise ValueError(f"{what}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        j = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise PackageError(f"not JSON: {e}") from None
+        j = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except ValueError as e:
+        raise ValueError(f"{what}: not JSON: {e}") from None
+
+    def walk(x):
+        if x is None:
+            if not allow_null:
+                raise ValueError(f"{what}: null is not allowed here: an absent field is left out")
+        elif isinstance(x, str):
+            try:
+                x.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"{what}: a lone surrogate in a string") from None
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                walk(k)
+                walk(v)
+
+    walk(j)
+    return j
+
+
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def application_form(app) -> None:
+    """Section 15.1: the application JSON is in the written form of section
+    15 -- every field there with its type, no other field, optional fields
+    (`item`, `detail` of a timeline entry) left out rather than empty.
+    Raises ValueError naming the first place that is not."""
+
+    def fail(path, what):
+        raise ValueError(f"not in the written form of an application (section 15) at `{path}`: {what}")
+
+    def obj(x, path, required, optional=()):
+        if not isinstance(x, dict):
+            fail(path, "not an object")
+        for k in required:
+            if k not in x:
+                fail(f"{path}.{k}" if path else k, "missing")
+        for k in x:
+            if k not in required and k not in optional:
+                fail(f"{path}.{k}" if path else k, "unknown field")
+
+    def uint(x, bits, path):
+        if type(x) is not int or not 0 <= x < (1 << bits):
+            fail(path, f"not a u{bits}")
+
+    def text(x, path):
+        if not isinstance(x, str):
+            fail(path, "not a string")
+
+    obj(app, "", ("id", "bundle", "centre", "params", "submitted_ms", "phase", "evidence", "services", "reason",
+                  "timeline"))
+    for k in ("id", "bundle", "centre"):
+        text(app[k], k)
+    if not isinstance(app["params"], dict):
+        fail("params", "not an object")
+    for name, v in app["params"].items():
+        p = f"params.{name}"
+        if not isinstance(v, dict) or len(v) != 1:
+            fail(p, "not a value")
+        (kind, x), = v.items()
+        if kind == "text":
+            text(x, p)
+        elif kind == "int":
+            if type(x) is not int or not -(1 << 63) <= x < (1 << 63):
+                fail(p, "not an i64")
+        elif kind == "bool":
+            if type(x) is not bool:
+                fail(p, "not a bool")
+        elif kind == "date":
+            if not (isinstance(x, str) and _DATE.fullmatch(x)
+                    and 1 <= int(x[:4]) and V.valid_date(int(x[:4]), int(x[5:7]), int(x[8:]))):
+                fail(p, "not a date YYYY-MM-DD")
+        else:
+            fail(p, f"unknown kind {kind!r}")
+    uint(app["submitted_ms"], 64, "submitted_ms")
+    if app["phase"] not in ("matching", "dispatching", "completed", "rejected", "failed"):
+        fail("phase", "unknown phase")
+    if not isinstance(app["evidence"], dict):
+        fail("evidence", "not an object")
+    for e, st in app["evidence"].items():
+        p = f"evidence.{e}"
+        kind = st.get("state") if isinstance(st, dict) else None
+        if kind == "pending":
+            obj(st, p, ("state", "attempt", "deadline_ms"))
+            uint(st["attempt"], 32, p + ".attempt")
+            uint(st["deadline_ms"], 64, p + ".deadline_ms")
+        elif kind == "answered":
+            obj(st, p, ("state", "answer", "attempt", "at_ms"))
+            uint(st["attempt"], 32, p + ".attempt")
+            uint(st["at_ms"], 64, p + ".at_ms")
+            a, q = st["answer"], p + ".answer"
+            outcome = a.get("outcome") if isinstance(a, dict) else None
+            if outcome == "holds":
+                obj(a, q, ("outcome", "values"))
+                if not isinstance(a["values"], dict):
+                    fail(q + ".values", "not an object")
+                for n, v in a["values"].items():
+                    text(v, f"{q}.values.{n}")
+            elif outcome in ("does_not_hold", "no_record"):
+                obj(a, q, ("outcome",))
+            elif outcome == "denied":
+                obj(a, q, ("outcome", "code"))
+                text(a["code"], q + ".code")
+            else:
+                fail(q + ".outcome", "unknown outcome")
+        elif kind == "failed":
+            obj(st, p, ("state", "code"))
+            text(st["code"], p + ".code")
+        elif kind == "unneeded":
+            obj(st, p, ("state",))
+        else:
+            fail(p + ".state", "unknown state")
+    if not isinstance(app["services"], dict):
+        fail("services", "not an object")
+    for sv, st in app["services"].items():
+        p = f"services.{sv}"
+        kind = st.get("state") if isinstance(st, dict) else None
+        if kind == "pending":
+            obj(st, p, ("state", "attempt", "deadline_ms"))
+            uint(st["attempt"], 32, p + ".attempt")
+            uint(st["deadline_ms"], 64, p + ".deadline_ms")
+        elif kind == "receipted":
+            obj(st, p, ("state", "accepted", "reason", "at_ms"))
+            if type(st["accepted"]) is not bool:
+                fail(p + ".accepted", "not a bool")
+            text(st["reason"], p + ".reason")
+            uint(st["at_ms"], 64, p + ".at_ms")
+        elif kind == "failed":
+            obj(st, p, ("state", "code"))
+            text(st["code"], p + ".code")
+        else:
+            fail(p + ".state", "unknown state")
+    if app["reason"] is not None:
+        text(app["reason"], "reason")
+    if not isinstance(app["timeline"], list):
+        fail("timeline", "not a list")
+    for i, t in enumerate(app["timeline"]):
+        p = f"timeline.{i}"
+        obj(t, p, ("at_ms", "what"), ("item", "detail"))
+        uint(t["at_ms"], 64, p + ".at_ms")
+        text(t["what"], p + ".what")
+        if "item" in t:
+            text(t["item"], p + ".item")
+        if "detail" in t:
+            text(t["detail"], p + ".detail")
+            if t["detail"] == "":
+                fail(p + ".detail", "empty (an empty detail is left out)")
+
+
+def parse_package(data: bytes) -> AppPackage:
+    if len(data) > MAX_PACKAGE_BYTES:
+        raise PackageError(f"package larger than {MAX_PACKAGE_BYTES} bytes (64 MiB)")
+    try:
+        j = strict_json(data.decode("utf-8"), False, "package")
+    except UnicodeDecodeError as e:
+        raise PackageError(f"not UTF-8: {e}") from None
+    except ValueError as e:
+        raise PackageError(str(e)) from None
     _obj(j, ("format", "registry_hash", "application_id", "application", "steps", "evidence", "receipts"),
          what="package")
     for k in ("steps", "evidence", "receipts"):
@@ -600,9 +798,8 @@ def verify_app_package(data: bytes, registry: Registry, registry_bytes_hash: Opt
     # 2
     app = None
     try:
-        app = json.loads(pkg.application)
-        if not isinstance(app, dict):
-            raise ValueError("not an object")
+        app = strict_json(pkg.application, True, "application")
+        application_form(app)
         for k, t in (("id", str), ("bundle", str), ("centre", str), ("params", dict), ("phase", str),
                      ("evidence", dict), ("services", dict)):
             if not isinstance(app.get(k), t):
@@ -995,13 +1192,10 @@ def _verify_item(item: EvidenceItem, p: str, app: dict, app_id: bytes, params: d
     verdict = VERDICT_NAMES[ans.verdict]
     st = app["evidence"].get(item.id)
     d = None
-    names = [n for n, _ in ans.values]
     if not isinstance(st, dict):
         d = "application records nothing for this evidence"
     elif st.get("attempt") != item.attempt:
         d = f"application records attempt {st.get('attempt')!r}"
-    elif len(set(names)) != len(names):
-        d = "answer discloses a field twice"
     else:
         want = _recorded_answer(ans, verdict)
         if st.get("answer") != want:
@@ -1026,35 +1220,61 @@ def all_hold(facts: list) -> bool:
     return bool(facts) and all(f.status == HOLDS for f in facts)
 
 
+def _read_bounded(path: str) -> bytes:
+    """At most MAX_PACKAGE_BYTES + 1 bytes of a file (`-`: standard input):
+    a larger package is refused without reading the rest."""
+    if path == "-":
+        return sys.stdin.buffer.read(MAX_PACKAGE_BYTES + 1)
+    with open(path, "rb") as fh:
+        return fh.read(MAX_PACKAGE_BYTES + 1)
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Verify a Tongban application evidence package (section 15).")
-    ap.add_argument("package")
+    ap = argparse.ArgumentParser(description="Verify Tongban application evidence packages (section 15).")
+    ap.add_argument("packages", nargs="+", metavar="package", help="package files (`-`: standard input)")
     ap.add_argument("--registry", required=True)
     ap.add_argument("--now-ms", type=int, default=None)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     try:
-        with open(args.package, "rb") as fh:
-            data = fh.read()
         with open(args.registry, "rb") as fh:
             reg = load_registry(fh.read())
     except (OSError, RegistryError) as e:
         print(str(e), file=sys.stderr)
         return 2
-    facts = verify_app_package(data, reg, now_ms=args.now_ms)
-    valid = all_hold(facts)
+    results = []
+    for path in args.packages:
+        try:
+            data = _read_bounded(path)
+        except OSError as e:
+            print(str(e), file=sys.stderr)
+            return 2
+        facts = verify_app_package(data, reg, now_ms=args.now_ms)
+        results.append((path, all_hold(facts), facts))
+    every = all(v for _, v, _ in results)
     if args.json:
-        print(json.dumps({"valid": valid, "facts": [f.__dict__ for f in facts], "cannot_show": CANNOT_SHOW},
-                         ensure_ascii=False, indent=1))
+        def one(facts, valid):
+            return {"valid": valid, "facts": [f.__dict__ for f in facts], "cannot_show": CANNOT_SHOW}
+        if len(results) == 1:
+            out = one(results[0][2], results[0][1])
+        else:
+            out = {"valid": every, "packages": [dict(one(f, v), package=p) for p, v, f in results],
+                   "cannot_show": CANNOT_SHOW}
+        print(json.dumps(out, ensure_ascii=False, indent=1))
     else:
-        for f in facts:
-            print(f.line())
-        n = {s: sum(1 for f in facts if f.status == s) for s in (HOLDS, FAILS, SKIPPED)}
-        print(f"{'VALID' if valid else 'INVALID'}: {n[HOLDS]} hold, {n[FAILS]} fail, {n[SKIPPED]} skipped")
+        for path, valid, facts in results:
+            if len(results) > 1:
+                print(f"== {path}")
+            for f in facts:
+                print(f.line())
+            n = {s: sum(1 for f in facts if f.status == s) for s in (HOLDS, FAILS, SKIPPED)}
+            print(f"{'VALID' if valid else 'INVALID'}: {n[HOLDS]} hold, {n[FAILS]} fail, {n[SKIPPED]} skipped")
+        if len(results) > 1:
+            print(f"{sum(1 for _, v, _ in results if v)} of {len(results)} packages valid")
         print("What this package cannot show:")
         for line in CANNOT_SHOW:
             print(f"  - {line}")
-    return 0 if valid else 1
+    return 0 if every else 1
 
 
 if __name__ == "__main__":
