@@ -18,8 +18,8 @@ use crate::bench::{Figure, figure};
 use crate::client::sign_publication;
 use crate::records::RecordInput;
 use crate::testkit::{
-    CityFiles, Running, city_files, client, free_multiaddr, key, relay_section, resident, start,
-    start_hub, subject_key,
+    CityFiles, Running, city_files_for_load, client, free_multiaddr, key, relay_section, resident,
+    start, start_hub, subject_key,
 };
 
 /// Sizes of the bundle benchmark.
@@ -110,7 +110,7 @@ pub async fn run(o: BundleOptions) -> anyhow::Result<Vec<Figure>> {
     .collect();
     let mut cities = BTreeMap::new();
     for c in ["nanjing", "shanghai", "hefei"] {
-        let files = city_files(c, &relay_section(&format!("{c}.gateway"), &addrs));
+        let files = city_files_for_load(c, &relay_section(&format!("{c}.gateway"), &addrs));
         let run = start(&files).await;
         cities.insert(c, City { files, run });
     }

@@ -24,8 +24,8 @@ use crate::api::records::BatchResult;
 use crate::bench::{Figure, figure};
 use crate::client::{Client, MatchAsk, MatchReply, open_match, sign_match, sign_publication};
 use crate::testkit::{
-    CityFiles, city_files, client, free_multiaddr, key, marriage, relay_section, resident, start,
-    subject_key,
+    CityFiles, city_files_for_load, client, free_multiaddr, key, marriage, relay_section, resident,
+    start, subject_key,
 };
 
 const PROVIDER: &str = "shanghai.civil-affairs";
@@ -85,8 +85,8 @@ async fn setup(subjects: usize) -> anyhow::Result<Setup> {
         .into_iter()
         .map(|g| (g.to_owned(), free_multiaddr()))
         .collect();
-    let files_sh = city_files("shanghai", &relay_section("shanghai.gateway", &addrs));
-    let files_nj = city_files("nanjing", &relay_section("nanjing.gateway", &addrs));
+    let files_sh = city_files_for_load("shanghai", &relay_section("shanghai.gateway", &addrs));
+    let files_nj = city_files_for_load("nanjing", &relay_section("nanjing.gateway", &addrs));
     let sh = start(&files_sh).await;
     let nj = start(&files_nj).await;
     // The provider's records: each names two subjects.

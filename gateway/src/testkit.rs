@@ -376,3 +376,42 @@ pub async fn try_start_hub(
     cfg.request_timeout = std::time::Duration::from_secs(3);
     Ok(relay::Relay::start(cfg, std::sync::Arc::new(crate::network::HubHandler)).await?)
 }
+
+/// Rewrites `files`' registry copy with `edit` and re-pins the config to the
+/// new file's hash. Each city of a multi-gateway run must get the same edit
+/// (they share one registry hash).
+pub fn edit_registry(files: &mut CityFiles, edit: impl FnOnce(&str) -> String) {
+    let text = std::fs::read_to_string(&files.registry_path).expect("test kit");
+    std::fs::write(&files.registry_path, edit(&text)).expect("test kit");
+    let (registry, hash) = regions::load(&files.registry_path).expect("test kit");
+    let config = std::fs::read_to_string(&files.config_path).expect("test kit");
+    let config = config.replace(&files.registry_hash.to_string(), &hash.to_string());
+    std::fs::write(&files.config_path, config).expect("test kit");
+    files.registry = registry;
+    files.registry_hash = hash;
+}
+
+/// The registry text with every contract's per-requester volume raised to
+/// 10 million a minute and a day: benchmarks measure throughput, not the
+/// limit (tests of the limit are in `tests/tests/match_limits.rs`).
+pub fn unlimited_volume(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 4096);
+    for line in text.lines() {
+        if line.starts_with("volume = ") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with("budget = ") {
+            out.push_str("volume = { per_minute = 10000000, per_day = 10000000 }\n");
+        }
+    }
+    out
+}
+
+/// [`city_files`] with [`unlimited_volume`]: for benchmarks.
+pub fn city_files_for_load(city: &str, extra: &str) -> CityFiles {
+    let mut files = city_files(city, extra);
+    edit_registry(&mut files, unlimited_volume);
+    files
+}

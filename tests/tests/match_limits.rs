@@ -30,23 +30,16 @@ fn now() -> u64 {
 /// copy is edited and the config re-pinned to its new hash).
 fn files_with_volume(per_minute: u32, per_day: u32, extra: &str) -> CityFiles {
     let mut files = city_files("nanjing", extra);
-    let text = std::fs::read_to_string(&files.registry_path).unwrap();
-    let anchor = "id = \"house-transfer.marriage\"";
-    let at = text.find(anchor).unwrap();
-    let budget = at + text[at..].find("budget = ").unwrap();
-    let line_end = budget + text[budget..].find('\n').unwrap();
-    let edited = format!(
-        "{}\nvolume = {{ per_minute = {per_minute}, per_day = {per_day} }}{}",
-        &text[..line_end],
-        &text[line_end..]
-    );
-    std::fs::write(&files.registry_path, edited).unwrap();
-    let (registry, hash) = regions::load(&files.registry_path).unwrap();
-    let config = std::fs::read_to_string(&files.config_path).unwrap();
-    let config = config.replace(&files.registry_hash.to_string(), &hash.to_string());
-    std::fs::write(&files.config_path, config).unwrap();
-    files.registry = registry;
-    files.registry_hash = hash;
+    gateway::testkit::edit_registry(&mut files, |text| {
+        let at = text.find("id = \"house-transfer.marriage\"").unwrap();
+        let budget = at + text[at..].find("budget = ").unwrap();
+        let line_end = budget + text[budget..].find('\n').unwrap();
+        format!(
+            "{}\nvolume = {{ per_minute = {per_minute}, per_day = {per_day} }}{}",
+            &text[..line_end],
+            &text[line_end..]
+        )
+    });
     files
 }
 
