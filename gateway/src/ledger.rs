@@ -20,7 +20,13 @@
 //! | `K` height | (stores of earlier versions only) the block's secondary-index entries, until a run of [`crate::index`] covers them |
 //! | `S` record key | the record's revocations (the latest version is its last `R` entry) |
 //! | `M` `index-floor` | the height up to which `K` values were dropped (runs hold them) |
-//! | `M` `layout` | the layout version of this table (`2`) |
+//! | `M` `layout` | the layout version of this table (`3`) |
+//!
+//! Every `V` item (a stored record) is sealed under the gateway's data key
+//! ([`crate::datakey`]): encrypted at rest, bound to its chain, record key and
+//! version, its tag the item's checksum. [`Ledger::record_version`] opens it
+//! and checks it against the commitment on chain before anything uses it; a
+//! value that fails is refused (`store.corrupt`), never served.
 //!
 //! `T` and `V` are written as packs ([`WriteBatch::put_pack`]): when a block's
 //! packs come to 64 KiB or more, the sled store keeps them in its append-only
@@ -55,6 +61,7 @@ use proofs::{SigningKey, Value};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::datakey::{DataKeys, record_aad};
 use crate::index::{Index, IndexConfig};
 use crate::store::{Store, StoreError, WriteBatch, packed_count, packed_item};
 
@@ -86,6 +93,42 @@ pub enum LedgerError {
     /// The writer has stopped after a failure.
     #[error("the ledger writer has stopped")]
     Stopped,
+    /// A stored value failed its check (tag, decoding or commitment on
+    /// chain): the record is refused, never served.
+    #[error("store.corrupt: stored value at height {height}: {problem}")]
+    CorruptValue {
+        /// The block the value belongs to.
+        height: u64,
+        /// What failed.
+        problem: String,
+    },
+    /// The data directory's file system is full: nothing was written.
+    #[error("store.full: {0}")]
+    Full(String),
+}
+
+impl LedgerError {
+    /// Stable code: `store.corrupt`, `store.full`, or `internal`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LedgerError::CorruptValue { .. } => "store.corrupt",
+            LedgerError::Full(_) | LedgerError::Store(StoreError::Full(_)) => "store.full",
+            _ => "internal",
+        }
+    }
+    /// The same error for another waiter (the writer answers every sender of
+    /// a failed block), keeping its code.
+    pub fn for_waiter(&self) -> LedgerError {
+        match self {
+            LedgerError::CorruptValue { height, problem } => LedgerError::CorruptValue {
+                height: *height,
+                problem: problem.clone(),
+            },
+            LedgerError::Full(m) => LedgerError::Full(m.clone()),
+            LedgerError::Store(StoreError::Full(m)) => LedgerError::Full(m.clone()),
+            e => LedgerError::Endorse(e.to_string()),
+        }
+    }
 }
 
 /// Signs headers for the chain. The embedded default holds the endorser keys
@@ -463,6 +506,9 @@ pub struct Ledger {
     endorser: Arc<dyn Endorser>,
     head: RwLock<Head>,
     index: Index,
+    data: Arc<DataKeys>,
+    corrupt_values: std::sync::atomic::AtomicU64,
+    min_free_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// Hashing for the per-block maps of [`Ledger::apply`] (SipHash took a sixth
@@ -507,8 +553,8 @@ type Map<K, V> = HashMap<K, V, BlockHash>;
 type Versions = Map<(RecordKey, u32), (Hash, u64, Option<TxLocation>)>;
 
 /// The layout version written under `Mlayout` (2: secondary indexes in
-/// [`crate::index`]).
-const LAYOUT: &[u8] = b"2";
+/// [`crate::index`]; 3: record values sealed under the data key).
+const LAYOUT: &[u8] = b"3";
 
 /// The part of an index entry's key a look-up names (see [`crate::index`]):
 /// a leaf key whole, a record version key without its version, a subject
@@ -643,6 +689,7 @@ impl Ledger {
         store: Arc<dyn Store>,
         chain: ChainTrust,
         endorser: Arc<dyn Endorser>,
+        data: Arc<DataKeys>,
         now_ms: u64,
     ) -> Result<(Self, OpenReport), LedgerError> {
         let index_store = store.clone();
@@ -650,6 +697,7 @@ impl Ledger {
             store,
             chain,
             endorser,
+            data,
             now_ms,
             IndexConfig::default(),
             index_store,
@@ -662,6 +710,7 @@ impl Ledger {
         store: Arc<dyn Store>,
         chain: ChainTrust,
         endorser: Arc<dyn Endorser>,
+        data: Arc<DataKeys>,
         now_ms: u64,
         index: IndexConfig,
         index_store: Arc<dyn Store>,
@@ -679,7 +728,7 @@ impl Ledger {
                     return Err(corrupt(
                         0,
                         format!(
-                            "the store has layout {}, this gateway reads layout 2; export the chain and re-import the records into a new data directory",
+                            "the store has layout {}, this gateway reads layout 3 (record values encrypted at rest under keys.data); export the chain and re-import the records into a new data directory",
                             layout
                                 .map(|l| String::from_utf8_lossy(&l).into_owned())
                                 .unwrap_or_else(|| "1 (indexes as store keys)".into())
@@ -732,6 +781,9 @@ impl Ledger {
                 endorser,
                 head: RwLock::new(head),
                 index,
+                data,
+                corrupt_values: std::sync::atomic::AtomicU64::new(0),
+                min_free_bytes: std::sync::atomic::AtomicU64::new(0),
             },
             report,
         ))
@@ -873,6 +925,30 @@ impl Ledger {
     pub fn quiesce_index(&self) {
         self.index.quiesce()
     }
+    /// Stored values refused since start because they failed their check.
+    pub fn corrupt_values(&self) -> u64 {
+        self.corrupt_values
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Free bytes the store's file system must keep for a block to be
+    /// written (0: no check).
+    pub fn set_min_free_bytes(&self, bytes: u64) {
+        self.min_free_bytes
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// A stored value failed its check: counted, logged, and refused.
+    fn corrupt_value(&self, height: u64, problem: impl Into<String>) -> LedgerError {
+        let problem = problem.into();
+        self.corrupt_values
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(
+            code = "store.corrupt",
+            height,
+            %problem,
+            "a stored value failed its check; it is refused (run `tongban store check`)"
+        );
+        LedgerError::CorruptValue { height, problem }
+    }
     /// Bytes on disk (estimate).
     pub fn size_on_disk(&self) -> u64 {
         self.store.size_on_disk() + self.index.size_on_disk()
@@ -933,6 +1009,16 @@ impl Ledger {
                 proof = proof_from_levels(levels, header.header.tx_count, u64::from(loc.index));
             })?;
         let proof = proof.ok_or_else(|| corrupt(loc.height, "tree levels missing or too short"))?;
+        // The location came from the index: the transaction there must be the one asked for.
+        if merkle::leaf_hash(&tx) != loc.leaf {
+            return Err(self.corrupt_value(
+                loc.height,
+                format!(
+                    "the index points leaf {} at index {}, which holds another transaction",
+                    loc.leaf, loc.index
+                ),
+            ));
+        }
         Ok(Some(ProofBundle {
             header,
             tx,
@@ -1013,12 +1099,35 @@ impl Ledger {
                     .ok_or_else(|| corrupt(0, "malformed record version key"))?,
             ),
         };
-        let revocations = match self.store.get(&key(b'S', &[&kb]))? {
+        let revocations: Vec<Revocation> = match self.store.get(&key(b'S', &[&kb]))? {
             None => Vec::new(),
-            Some(v) => {
-                serde_json::from_slice(&v).map_err(|e| corrupt(0, format!("revocations: {e}")))?
-            }
+            Some(v) => serde_json::from_slice(&v)
+                .map_err(|e| self.corrupt_value(0, format!("revocations: {e}")))?,
         };
+        // Each revocation is checked against its transaction on chain.
+        for r in &revocations {
+            let l = r.location;
+            let tx = self
+                .tx_bytes(l.height, l.index)?
+                .filter(|t| merkle::leaf_hash(t) == l.leaf)
+                .and_then(|t| Transaction::decode(&t).ok());
+            let ok = tx.is_some_and(|tx| {
+                tx.author == k.department
+                    && matches!(&tx.body, proofs::tx::TxBody::RecordRevoke {
+                        record_type, record_id, version, reason, at_ms,
+                    } if *record_type == k.record_type && *record_id == k.record_id
+                        && *version == r.version && *reason == r.reason && *at_ms == r.at_ms)
+            });
+            if !ok || r.version > latest {
+                return Err(self.corrupt_value(
+                    l.height,
+                    format!(
+                        "revocation of version {} does not match its transaction on chain",
+                        r.version
+                    ),
+                ));
+            }
+        }
         Ok(Some(RecordState {
             latest,
             revocations,
@@ -1050,13 +1159,182 @@ impl Ledger {
         let mut out = None;
         self.store
             .pack_item(&key(b'V', &[&be8(height)]), index as usize, &mut |item| {
-                out = Some(StoredRecord::decode(item));
+                out = Some(self.open_slot(k, version, height, index, item));
             })?;
+        let what = || format!("record {}/{} version {version}", k.record_type, k.record_id);
         match out {
             Some(Ok(r)) => Ok(Some(r)),
-            Some(Err(e)) => Err(corrupt(height, format!("stored record: {e}"))),
-            None => Err(corrupt(height, "record pointer to a missing value")),
+            Some(Err(e)) => Err(self.corrupt_value(height, format!("{}: {e}", what()))),
+            None => Err(self.corrupt_value(
+                height,
+                format!("{}: record pointer to a missing value", what()),
+            )),
         }
+    }
+
+    /// Opens the sealed item of a record slot and checks it against the chain.
+    fn open_slot(
+        &self,
+        k: &RecordKey,
+        version: u32,
+        height: u64,
+        index: u32,
+        item: &[u8],
+    ) -> Result<StoredRecord, String> {
+        let plain = self
+            .data
+            .open(&record_aad(self.chain.chain_id(), &k.bytes(), version), item)
+            .map_err(|e| e.to_string())?;
+        let r = StoredRecord::decode(&plain).map_err(|e| e.to_string())?;
+        self.check_record(k, version, height, index, &r)?;
+        Ok(r)
+    }
+
+    /// Checks every stored value offline (`tongban store check`): each
+    /// record slot opens under the data keys and matches its commitment on
+    /// chain, every other slot is empty, and the index finds each record
+    /// version and transaction where it is. Calls `problem` for each fault;
+    /// returns the number of record values checked.
+    pub fn check_values(&self, problem: &mut dyn FnMut(String)) -> Result<u64, LedgerError> {
+        let mut records = 0u64;
+        for h in 1..=self.head().height {
+            let txs = self.block_txs(h)?.unwrap_or_default();
+            let values = match self.store.get_pack(&key(b'V', &[&be8(h)])) {
+                Ok(v) => v,
+                Err(e) => {
+                    problem(format!("height {h}: stored values unreadable: {e}"));
+                    continue;
+                }
+            };
+            let values = values.unwrap_or_default();
+            let count = if values.is_empty() {
+                0
+            } else {
+                packed_count(&values).unwrap_or(usize::MAX)
+            };
+            if count != txs.len() {
+                problem(format!(
+                    "height {h}: {count} stored value slots for {} transactions",
+                    txs.len()
+                ));
+                continue;
+            }
+            for (i, t) in txs.iter().enumerate() {
+                let slot = packed_item(&values, i);
+                let leaf = merkle::leaf_hash(t);
+                let want = Some(TxLocation {
+                    height: h,
+                    index: i as u32,
+                    leaf,
+                });
+                if self.locate(&leaf)? != want {
+                    problem(format!(
+                        "height {h} index {i}: the index does not locate transaction {leaf}"
+                    ));
+                }
+                let Ok(tx) = Transaction::decode(t) else {
+                    problem(format!("height {h} index {i}: transaction does not decode"));
+                    continue;
+                };
+                let proofs::tx::TxBody::RecordCommit {
+                    record_type,
+                    record_id,
+                    version,
+                    ..
+                } = &tx.body
+                else {
+                    if slot.is_none_or(|v| !v.is_empty()) {
+                        problem(format!(
+                            "height {h} index {i}: a value is stored beside a transaction that has none"
+                        ));
+                    }
+                    continue;
+                };
+                let k = RecordKey {
+                    department: tx.author.clone(),
+                    record_type: record_type.clone(),
+                    record_id: record_id.clone(),
+                };
+                records += 1;
+                let at = format!(
+                    "height {h} index {i} (record {}/{} version {version})",
+                    k.record_type, k.record_id
+                );
+                match slot.map(|item| self.open_slot(&k, *version, h, i as u32, item)) {
+                    None => problem(format!("{at}: stored value missing")),
+                    Some(Err(e)) => problem(format!("{at}: {e}")),
+                    Some(Ok(_)) => {}
+                }
+                let ptr = self
+                    .index
+                    .get(&key(b'R', &[&k.bytes(), &[0], &version.to_be_bytes()]))?;
+                let points = ptr.as_deref().and_then(|p| {
+                    Some((
+                        u64::from_be_bytes(p.get(0..8)?.try_into().ok()?),
+                        u32::from_be_bytes(p.get(8..12)?.try_into().ok()?),
+                    ))
+                });
+                if points != Some((h, i as u32)) {
+                    problem(format!("{at}: the index points this version elsewhere"));
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// A stored record against its place and its commitment transaction on
+    /// chain: the values and secret must commit to the commitment the
+    /// department signed, with the same subjects, version and issue time.
+    fn check_record(
+        &self,
+        k: &RecordKey,
+        version: u32,
+        height: u64,
+        index: u32,
+        r: &StoredRecord,
+    ) -> Result<(), String> {
+        if r.version != version {
+            return Err(format!("holds version {}", r.version));
+        }
+        let Some(loc) = r.location.filter(|l| l.height == height && l.index == index) else {
+            return Err("stored location differs from the index".into());
+        };
+        let tx = self
+            .tx_bytes(height, index)
+            .map_err(|e| e.to_string())?
+            .ok_or("no transaction at its location")?;
+        if merkle::leaf_hash(&tx) != loc.leaf {
+            return Err("the transaction at its location has another leaf hash".into());
+        }
+        let tx = Transaction::decode(&tx).map_err(|e| format!("its transaction: {e}"))?;
+        let on_chain = match &tx.body {
+            proofs::tx::TxBody::RecordCommit {
+                record_type,
+                record_id,
+                subjects,
+                version: v,
+                commitment,
+                issued_ms,
+            } if tx.author == k.department
+                && *record_type == k.record_type
+                && *record_id == k.record_id
+                && *v == version
+                && *subjects == r.subject_refs
+                && *issued_ms == r.issued_ms =>
+            {
+                *commitment
+            }
+            _ => return Err("the transaction at its location commits another record".into()),
+        };
+        if on_chain != r.commitment {
+            return Err("stored commitment differs from the one on chain".into());
+        }
+        let values = proofs::commitment::CommittedRecord::new(r.fields.clone(), r.secret)
+            .map_err(|e| format!("values: {e}"))?;
+        if values.commitment() != on_chain {
+            return Err("the values do not open the commitment on chain".into());
+        }
+        Ok(())
     }
     /// The access-log entry written for a request id, and the state kept with it.
     pub fn access_state(
@@ -1124,6 +1402,17 @@ impl Ledger {
         intents: Vec<Intent>,
         now_ms: u64,
     ) -> Result<Vec<Vec<Outcome>>, LedgerError> {
+        let min_free = self
+            .min_free_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if min_free > 0
+            && let Some(free) = self.store.available_space()
+            && free < min_free
+        {
+            return Err(LedgerError::Full(format!(
+                "{free} bytes free in the data directory, {min_free} are kept in reserve (ledger.min_free_bytes); free space and retry"
+            )));
+        }
         let head = self.head();
         let height = head.height + 1;
         let mut txs: Vec<PreparedTx> =
@@ -1167,7 +1456,17 @@ impl Ledger {
                 } => {
                     let mut st = match states.get(&k) {
                         Some(s) => s.clone(),
-                        None => self.record_state(&k)?.unwrap_or_default(),
+                        None => match self.record_state(&k) {
+                            Ok(s) => s.unwrap_or_default(),
+                            Err(e @ LedgerError::CorruptValue { .. }) => {
+                                outcomes.push(vec![Outcome::Rejected {
+                                    code: "store.corrupt",
+                                    message: e.to_string(),
+                                }]);
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        },
                     };
                     let o = if version == 0 || version > st.latest {
                         Outcome::Rejected {
@@ -1499,7 +1798,16 @@ impl Ledger {
         let latest = match states.get(&p.key) {
             Some(s) => s.latest,
             None => {
-                let s = self.record_state(&p.key)?.unwrap_or_default();
+                let s = match self.record_state(&p.key) {
+                    Ok(s) => s.unwrap_or_default(),
+                    Err(e @ LedgerError::CorruptValue { .. }) => {
+                        return Ok(Some(Outcome::Rejected {
+                            code: "store.corrupt",
+                            message: e.to_string(),
+                        }));
+                    }
+                    Err(e) => return Err(e),
+                };
                 let l = s.latest;
                 states.insert(p.key.clone(), s);
                 l
@@ -1508,9 +1816,16 @@ impl Ledger {
         if v <= latest {
             let existing = match versions.get(&(p.key.clone(), v)) {
                 Some(e) => Some(*e),
-                None => self
-                    .record_version(&p.key, v)?
-                    .map(|r| (r.commitment, r.issued_ms, r.location)),
+                None => match self.record_version(&p.key, v) {
+                    Ok(r) => r.map(|r| (r.commitment, r.issued_ms, r.location)),
+                    Err(e @ LedgerError::CorruptValue { .. }) => {
+                        return Ok(Some(Outcome::Rejected {
+                            code: "store.corrupt",
+                            message: e.to_string(),
+                        }));
+                    }
+                    Err(e) => return Err(e),
+                },
             };
             // A duplicate says exactly what was written (same commitment — so the
             // same values, secret and subjects — and the same issue time), however
@@ -1559,10 +1874,13 @@ impl Ledger {
         seen.insert(p.tx.leaf, location);
         let mut record = p.record;
         record.location = Some(location);
-        let mut tx = p.tx;
-        tx.value = record.encode();
-        txs.push(tx);
         let kb = p.key.bytes();
+        let mut tx = p.tx;
+        tx.value = self.data.seal(
+            &record_aad(self.chain.chain_id(), &kb, record.version),
+            &record.encode(),
+        );
+        txs.push(tx);
         for s in &record.subject_refs {
             entries.push((key(b'J', &[&s.0.0, &kb]), Vec::new()));
         }
@@ -1593,6 +1911,20 @@ mod tests {
         chain: ChainTrust,
     }
 
+    fn dk() -> Arc<DataKeys> {
+        Arc::new(DataKeys::for_tests("t"))
+    }
+
+    /// Fields and secret committing to a commitment that depends on `n`.
+    fn committed(n: u8) -> (BTreeMap<String, Value>, [u8; 32], Hash) {
+        let mut fields = BTreeMap::new();
+        fields.insert("n".to_owned(), Value::Int(i64::from(n)));
+        let c = proofs::commitment::CommittedRecord::new(fields.clone(), [1; 32])
+            .unwrap()
+            .commitment();
+        (fields, [1; 32], c)
+    }
+
     fn endorsers() -> Vec<SigningKey> {
         (0..4)
             .map(|i| SigningKey::from_seed(&test_seed(&format!("t/e{i}"))))
@@ -1611,7 +1943,7 @@ mod tests {
                 .map(|(i, k)| (i as u16, k))
                 .collect(),
         ));
-        let (ledger, report) = Ledger::open(store.clone(), chain.clone(), end, 1_000).unwrap();
+        let (ledger, report) = Ledger::open(store.clone(), chain.clone(), end, dk(), 1_000).unwrap();
         assert_eq!(report.blocks, 1);
         Kit {
             ledger,
@@ -1622,12 +1954,13 @@ mod tests {
     }
 
     fn publish(k: &Kit, id: &str, version: u32, commitment: u8) -> Intent {
+        let (fields, secret, commitment) = committed(commitment);
         let body = TxBody::RecordCommit {
             record_type: "marriage".into(),
             record_id: id.into(),
             subjects: vec![SubjectRef(Hash([9; 32]))],
             version,
-            commitment: Hash([commitment; 32]),
+            commitment,
             issued_ms: 5,
         };
         let tx = Transaction::sign("t-chain", "t.dept", body, &k.dept);
@@ -1641,9 +1974,9 @@ mod tests {
                 version,
                 subjects: vec![],
                 subject_refs: vec![SubjectRef(Hash([9; 32]))],
-                fields: BTreeMap::new(),
-                secret: [1; 32],
-                commitment: Hash([commitment; 32]),
+                fields,
+                secret,
+                commitment,
                 issued_ms: 5,
                 location: None,
             },
@@ -1739,7 +2072,7 @@ mod tests {
 
         // Reopen: verifies. Then corrupt a transaction: refused with the height.
         let end = Arc::new(LocalEndorsers::new(vec![]));
-        let (_, r) = Ledger::open(k.store.clone(), k.chain.clone(), end.clone(), 4_000).unwrap();
+        let (_, r) = Ledger::open(k.store.clone(), k.chain.clone(), end.clone(), dk(), 4_000).unwrap();
         assert_eq!((r.blocks, r.transactions), (2, 5));
         let mut batch = WriteBatch::new();
         let packed = k.store.get_pack(&key(b'T', &[&be8(1)])).unwrap().unwrap();
@@ -1749,13 +2082,76 @@ mod tests {
         items[2] = b"tampered".to_vec();
         batch.put_pack(key(b'T', &[&be8(1)]), items.iter().map(Vec::as_slice));
         k.store.commit(batch).unwrap();
-        match Ledger::open(k.store.clone(), k.chain.clone(), end, 4_000) {
+        match Ledger::open(k.store.clone(), k.chain.clone(), end, dk(), 4_000) {
             Err(LedgerError::Corrupt { height: 1, problem }) => {
                 assert!(problem.contains("tx root"), "{problem}")
             }
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("a tampered store was served"),
         }
+    }
+
+    /// Issue 15 item 10: a changed stored value is refused (`store.corrupt`,
+    /// counted), never returned; also when it is re-sealed under the right
+    /// key (the values no longer open the commitment on chain) or moved to
+    /// another record's slot.
+    #[test]
+    fn a_flipped_bit_in_a_stored_value_is_refused_not_answered() {
+        let k = kit();
+        k.ledger
+            .apply(vec![publish(&k, "a", 1, 30), publish(&k, "b", 1, 31)], 2_000)
+            .unwrap();
+        let rk = |id: &str| RecordKey {
+            department: "t.dept".into(),
+            record_type: "marriage".into(),
+            record_id: id.into(),
+        };
+        let good = k.ledger.record_version(&rk("a"), 1).unwrap().unwrap();
+        assert_eq!(good.fields["n"], Value::Int(30));
+        let vkey = key(b'V', &[&be8(1)]);
+        let packed = k.store.get_pack(&vkey).unwrap().unwrap();
+        let items: Vec<Vec<u8>> = (0..2)
+            .map(|i| packed_item(&packed, i).unwrap().to_vec())
+            .collect();
+        let put = |items: &[Vec<u8>]| {
+            let mut b = WriteBatch::new();
+            b.put_pack(vkey.clone(), items.iter().map(Vec::as_slice));
+            k.store.commit(b).unwrap();
+        };
+        let refused = |what: &str| match k.ledger.record_version(&rk("a"), 1) {
+            Err(e @ LedgerError::CorruptValue { .. }) => assert_eq!(e.code(), "store.corrupt"),
+            Err(e) => panic!("{what}: unexpected error {e}"),
+            Ok(r) => panic!("{what}: served {r:?}"),
+        };
+        // Every byte of the item, one bit at a time (a sample of bits).
+        for i in 0..items[0].len() {
+            let mut bad = items.clone();
+            bad[0][i] ^= 1 << (i % 8);
+            put(&bad);
+            refused(&format!("byte {i}"));
+        }
+        // The other record's item in this slot.
+        put(&[items[1].clone(), items[1].clone()]);
+        refused("moved");
+        // Sealed correctly, but with a value that is not what was committed.
+        let mut forged = good.clone();
+        forged.fields.insert("n".into(), Value::Int(94));
+        let sealed = dk().seal(
+            &record_aad("t-chain", &rk("a").bytes(), 1),
+            &forged.encode(),
+        );
+        put(&[sealed, items[1].clone()]);
+        refused("re-sealed with another value");
+        assert!(k.ledger.corrupt_values() >= items[0].len() as u64 + 2);
+        // A publication over a corrupt version is refused with the code, and the writer goes on.
+        let out = k.ledger.apply(vec![publish(&k, "a", 1, 30)], 3_000).unwrap();
+        assert_eq!(code(&out[0][0]), "store.corrupt");
+        put(&items);
+        assert_eq!(
+            k.ledger.record_version(&rk("a"), 1).unwrap().unwrap(),
+            good,
+            "the intact value reads again"
+        );
     }
 
     #[test]
@@ -1802,7 +2198,7 @@ mod tests {
         .unwrap();
         let end = Arc::new(LocalEndorsers::new(vec![]));
         assert!(matches!(
-            Ledger::open(k.store.clone(), other, end, 1),
+            Ledger::open(k.store.clone(), other, end, dk(), 1),
             Err(LedgerError::WrongChain { .. })
         ));
     }
@@ -1815,7 +2211,7 @@ mod tests {
         k.store.commit(b).unwrap();
         let keys = endorsers();
         let end = Arc::new(LocalEndorsers::new(vec![(0, keys[0].clone())]));
-        match Ledger::open(k.store.clone(), k.chain.clone(), end, 1) {
+        match Ledger::open(k.store.clone(), k.chain.clone(), end, dk(), 1) {
             Err(LedgerError::Corrupt { problem, .. }) => {
                 assert!(problem.contains("layout 1"), "{problem}");
                 assert!(problem.contains("re-import"), "{problem}");
@@ -1851,6 +2247,7 @@ mod tests {
             store.clone(),
             chain.clone(),
             end(),
+            dk(),
             1_000,
             small,
             store.clone(),
@@ -1887,6 +2284,7 @@ mod tests {
             store.clone(),
             chain.clone(),
             end(),
+            dk(),
             3_000,
             small,
             store.clone(),
@@ -1963,7 +2361,7 @@ mod tests {
         }
         crashed.commit(copy).unwrap();
         let end = Arc::new(LocalEndorsers::new(vec![]));
-        let (ledger, _) = Ledger::open(crashed, k.chain.clone(), end, 3_000).unwrap();
+        let (ledger, _) = Ledger::open(crashed, k.chain.clone(), end, dk(), 3_000).unwrap();
         for (n, loc) in written.iter().enumerate() {
             let id = format!("c{}-{}", n / 7, n % 7);
             let rk = RecordKey {
@@ -2032,7 +2430,7 @@ mod tests {
                 record_id: format!("imp{i}"),
                 subjects: vec![SubjectRef(Hash([8; 32]))],
                 version: 1,
-                commitment: Hash([i; 32]),
+                commitment: committed(i).2,
                 issued_ms: 1,
             })
             .collect();
@@ -2064,9 +2462,9 @@ mod tests {
                         subjects: vec![],
                         // As in the members' bodies (the index derives from those).
                         subject_refs: vec![SubjectRef(Hash([8; 32]))],
-                        fields: BTreeMap::new(),
-                        secret: [0; 32],
-                        commitment: Hash([i as u8; 32]),
+                        fields: committed(i as u8).0,
+                        secret: committed(i as u8).1,
+                        commitment: committed(i as u8).2,
                         issued_ms: 1,
                         location: None,
                     },

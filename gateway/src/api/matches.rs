@@ -27,6 +27,7 @@ fn refusal_status(code: &str) -> StatusCode {
         "match.expired" | "match.not_yet_valid" => StatusCode::UNPROCESSABLE_ENTITY,
         c if c.starts_with("relay.") => StatusCode::BAD_GATEWAY,
         "ledger.unavailable" | "internal" => StatusCode::SERVICE_UNAVAILABLE,
+        "store.corrupt" => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
