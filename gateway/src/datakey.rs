@@ -32,9 +32,7 @@ pub enum OpenError {
     #[error("malformed sealed value ({0})")]
     Malformed(&'static str),
     /// Sealed under a key this gateway does not hold.
-    #[error(
-        "sealed under data key {0}, which is not configured (keys.data or keys.data_retired)"
-    )]
+    #[error("sealed under data key {0}, which is not configured (keys.data or keys.data_retired)")]
     UnknownKey(String),
     /// The tag does not verify: the bytes were changed (or moved to another place).
     #[error("authentication failed: the value was altered or belongs to another record")]

@@ -1183,7 +1183,10 @@ impl Ledger {
     ) -> Result<StoredRecord, String> {
         let plain = self
             .data
-            .open(&record_aad(self.chain.chain_id(), &k.bytes(), version), item)
+            .open(
+                &record_aad(self.chain.chain_id(), &k.bytes(), version),
+                item,
+            )
             .map_err(|e| e.to_string())?;
         let r = StoredRecord::decode(&plain).map_err(|e| e.to_string())?;
         self.check_record(k, version, height, index, &r)?;
@@ -1296,7 +1299,10 @@ impl Ledger {
         if r.version != version {
             return Err(format!("holds version {}", r.version));
         }
-        let Some(loc) = r.location.filter(|l| l.height == height && l.index == index) else {
+        let Some(loc) = r
+            .location
+            .filter(|l| l.height == height && l.index == index)
+        else {
             return Err("stored location differs from the index".into());
         };
         let tx = self
@@ -1943,7 +1949,8 @@ mod tests {
                 .map(|(i, k)| (i as u16, k))
                 .collect(),
         ));
-        let (ledger, report) = Ledger::open(store.clone(), chain.clone(), end, dk(), 1_000).unwrap();
+        let (ledger, report) =
+            Ledger::open(store.clone(), chain.clone(), end, dk(), 1_000).unwrap();
         assert_eq!(report.blocks, 1);
         Kit {
             ledger,
@@ -2072,7 +2079,8 @@ mod tests {
 
         // Reopen: verifies. Then corrupt a transaction: refused with the height.
         let end = Arc::new(LocalEndorsers::new(vec![]));
-        let (_, r) = Ledger::open(k.store.clone(), k.chain.clone(), end.clone(), dk(), 4_000).unwrap();
+        let (_, r) =
+            Ledger::open(k.store.clone(), k.chain.clone(), end.clone(), dk(), 4_000).unwrap();
         assert_eq!((r.blocks, r.transactions), (2, 5));
         let mut batch = WriteBatch::new();
         let packed = k.store.get_pack(&key(b'T', &[&be8(1)])).unwrap().unwrap();
@@ -2099,7 +2107,10 @@ mod tests {
     fn a_flipped_bit_in_a_stored_value_is_refused_not_answered() {
         let k = kit();
         k.ledger
-            .apply(vec![publish(&k, "a", 1, 30), publish(&k, "b", 1, 31)], 2_000)
+            .apply(
+                vec![publish(&k, "a", 1, 30), publish(&k, "b", 1, 31)],
+                2_000,
+            )
             .unwrap();
         let rk = |id: &str| RecordKey {
             department: "t.dept".into(),
@@ -2144,7 +2155,10 @@ mod tests {
         refused("re-sealed with another value");
         assert!(k.ledger.corrupt_values() >= items[0].len() as u64 + 2);
         // A publication over a corrupt version is refused with the code, and the writer goes on.
-        let out = k.ledger.apply(vec![publish(&k, "a", 1, 30)], 3_000).unwrap();
+        let out = k
+            .ledger
+            .apply(vec![publish(&k, "a", 1, 30)], 3_000)
+            .unwrap();
         assert_eq!(code(&out[0][0]), "store.corrupt");
         put(&items);
         assert_eq!(

@@ -494,8 +494,8 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             command: StoreCommand::Check { config },
         } => {
             let cfg = Config::load(&config, &|k| std::env::var(k).ok())?;
-            let check = tokio::task::spawn_blocking(move || gateway::server::check_store(&cfg))
-                .await?;
+            let check =
+                tokio::task::spawn_blocking(move || gateway::server::check_store(&cfg)).await?;
             let check = match check {
                 Ok(c) => c,
                 Err(e) => {

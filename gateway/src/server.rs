@@ -160,13 +160,22 @@ impl Gateway {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("data_dir {}", cfg.data_dir.display()))?;
         let store: Arc<dyn crate::store::Store> = Arc::new(
-            SledStore::open(&cfg.data_dir.join("ledger")).context("opening the ledger store")?,
+            SledStore::open(&cfg.data_dir.join("ledger")).with_context(|| {
+                format!(
+                    "opening the ledger store {} (run `tongban store check`; restore from a backup if it is damaged)",
+                    cfg.data_dir.join("ledger").display()
+                )
+            })?,
         );
         // The ledger's look-up index in a database of its own: its background
         // writes never hold the ledger's write lock or lengthen its flushes.
         let index_store: Arc<dyn crate::store::Store> = Arc::new(
-            SledStore::open_derived(&cfg.data_dir.join("index"), 256 << 20)
-                .context("opening the index store")?,
+            SledStore::open_derived(&cfg.data_dir.join("index"), 256 << 20).with_context(|| {
+                format!(
+                    "opening the index store {}",
+                    cfg.data_dir.join("index").display()
+                )
+            })?,
         );
         let light = Arc::new(
             LightClients::open(store.clone(), roots.clone(), &city.chain.chain_id)

@@ -285,7 +285,10 @@ impl SledStore {
             if have < need {
                 return Err(StoreError::Backend(format!(
                     "value log: segment {} is truncated: {have} bytes, values stored up to byte {need}; restore it from a backup (the store is refused rather than served with values missing)",
-                    self.dir.join("values").join(format!("{n:08}.vlog")).display()
+                    self.dir
+                        .join("values")
+                        .join(format!("{n:08}.vlog"))
+                        .display()
                 )));
             }
         }

@@ -41,7 +41,7 @@ fn identity(n: u64) -> RecordInput {
     let fields = serde_json::json!({
         "id_number": resident(n),
         "name": name(n),
-        "sex": if n % 2 == 0 { "female" } else { "male" },
+        "sex": if n.is_multiple_of(2) { "female" } else { "male" },
         "birth_date": "1985-03-07",
         "hukou_city": "nanjing",
         "valid_until": "2035-01-01",
@@ -178,7 +178,8 @@ async fn publish_population(files: &CityFiles) -> Truth {
         }
     }
     for (r, ks) in &truth.subjects {
-        let found: BTreeSet<RecordKey> = ledger.records_of_subject(r).unwrap().into_iter().collect();
+        let found: BTreeSet<RecordKey> =
+            ledger.records_of_subject(r).unwrap().into_iter().collect();
         assert_eq!(&found, ks);
     }
     assert_eq!(
@@ -220,7 +221,8 @@ async fn record_values_are_not_plaintext_at_rest() {
     let data = files.dir.path().join("data");
     let all = files_under(&data);
     assert!(
-        all.iter().any(|p| p.extension().is_some_and(|e| e == "vlog")),
+        all.iter()
+            .any(|p| p.extension().is_some_and(|e| e == "vlog")),
         "the import's values went to the value log: {all:?}"
     );
     let mut needles: Vec<String> = (0..IMPORTED).step_by(7).map(resident).collect();
@@ -255,9 +257,7 @@ async fn the_data_key_is_required_and_must_be_the_one_that_wrote() {
     let files = city_files("nanjing", "");
     publish_population(&files).await;
     let missing = files.dir.path().join("keys/none.key");
-    let env_missing = |k: &str| {
-        (k == "TONGBAN_KEYS_DATA").then(|| missing.display().to_string())
-    };
+    let env_missing = |k: &str| (k == "TONGBAN_KEYS_DATA").then(|| missing.display().to_string());
     let cfg = Config::load(&files.config_path, &env_missing).unwrap();
     let e = match gateway::server::Gateway::open(&cfg, Arc::new(SystemClock)) {
         Ok(_) => panic!("opened without its data key"),
@@ -275,7 +275,12 @@ async fn the_data_key_is_required_and_must_be_the_one_that_wrote() {
     let env_other = |k: &str| (k == "TONGBAN_KEYS_DATA").then(|| other.display().to_string());
     let cfg = Config::load(&files.config_path, &env_other).unwrap();
     let check = gateway::server::check_store(&cfg).unwrap();
-    assert_eq!(check.problems.len() as u64, IMPORTED + 4, "{:?}", check.problems);
+    assert_eq!(
+        check.problems.len() as u64,
+        IMPORTED + 4,
+        "{:?}",
+        check.problems
+    );
     assert!(
         check.problems[0].contains("not configured"),
         "{}",
@@ -324,10 +329,7 @@ fn open_and_compare(files: &CityFiles, data: &Path, truth: &Truth) -> Result<u64
                 Ok(None) => panic!("{k:?} v{}: served as absent", i + 1),
                 Err(e) => {
                     let code = e.code();
-                    assert!(
-                        code == "store.corrupt" || code == "internal",
-                        "{code}: {e}"
-                    );
+                    assert!(code == "store.corrupt" || code == "internal", "{code}: {e}");
                     refused += 1;
                 }
             }
@@ -373,12 +375,14 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Issue 15, must pass: a byte flipped anywhere in a stopped gateway's files
-/// (value log, ledger sled, index sled; 40 deterministic positions per file)
+/// (value log, ledger sled, index sled; 40 deterministic positions per file,
+/// half of them on non-zero bytes)
 /// either makes the gateway refuse to open with a message, or it serves only
 /// the true values, refusing (with a stable code) what it cannot verify.
 #[tokio::test(flavor = "multi_thread")]
 async fn byte_flip_sweep_never_serves_a_wrong_value() {
-    let files = city_files("nanjing", "");
+    // A small memtable: the index's entries are in sorted runs on disk too.
+    let files = city_files("nanjing", "[ledger]\nindex_memtable_entries = 64\n");
     let truth = publish_population(&files).await;
     let data = files.dir.path().join("data");
     assert_eq!(
@@ -401,9 +405,18 @@ async fn byte_flip_sweep_never_serves_a_wrong_value() {
         if len == 0 {
             continue;
         }
+        // Half the positions anywhere, half on bytes that hold something
+        // (sled preallocates: most of its files are zeros).
+        let original = std::fs::read(&file).unwrap();
+        let used: Vec<u64> = (0..len).filter(|&i| original[i as usize] != 0).collect();
         let (mut opened, mut refused_open, mut refused_reads) = (0, 0, 0);
+        let mut first_message = String::new();
         for round in 0..40 {
-            let pos = next() % len;
+            let pos = if round % 2 == 1 && !used.is_empty() {
+                used[(next() % used.len() as u64) as usize]
+            } else {
+                next() % len
+            };
             let flip = (next() % 255 + 1) as u8;
             let copy = scratch.path().join(format!("c{round}"));
             copy_dir(&data, &copy);
@@ -421,6 +434,9 @@ async fn byte_flip_sweep_never_serves_a_wrong_value() {
                 }
                 Ok(Err(message)) => {
                     assert!(!message.trim().is_empty());
+                    if refused_open == 0 {
+                        first_message = message;
+                    }
                     refused_open += 1;
                 }
                 Err(p) => {
@@ -443,7 +459,7 @@ async fn byte_flip_sweep_never_serves_a_wrong_value() {
             std::fs::remove_dir_all(&copy).unwrap();
         }
         summary.push(format!(
-            "{}: {len} bytes, 40 flips: {opened} opened ({refused_reads} reads refused), {refused_open} refused to open",
+            "{}: {len} bytes, 40 flips: {opened} opened ({refused_reads} reads refused), {refused_open} refused to open (e.g. {first_message:?})",
             rel.display()
         ));
     }
@@ -466,8 +482,18 @@ async fn store_check_command_finds_a_flipped_value() {
     };
     let ok = run();
     let out = String::from_utf8_lossy(&ok.stdout).into_owned();
-    assert!(ok.status.success(), "{out} {}", String::from_utf8_lossy(&ok.stderr));
-    assert!(out.contains(&format!("{} record values checked, 0 problem(s)", IMPORTED + 4)), "{out}");
+    assert!(
+        ok.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        out.contains(&format!(
+            "{} record values checked, 0 problem(s)",
+            IMPORTED + 4
+        )),
+        "{out}"
+    );
     // The segment ends with the import's stored values (its last item's tag).
     let seg = files.dir.path().join("data/ledger/values/00000000.vlog");
     let mut bytes = std::fs::read(&seg).unwrap();
@@ -485,7 +511,10 @@ async fn store_check_command_finds_a_flipped_value() {
     let gw = start(&files).await;
     let police = client(&gw, &files, POLICE);
     match police
-        .get::<serde_json::Value>(&format!("/v1/records/resident-identity/ID-{:05}", IMPORTED - 1))
+        .get::<serde_json::Value>(&format!(
+            "/v1/records/resident-identity/ID-{:05}",
+            IMPORTED - 1
+        ))
         .await
     {
         Err(ClientError::Api { status, code, .. }) => {
@@ -535,7 +564,9 @@ async fn disk_full_answers_store_full_and_writes_resume_once_space_is_freed() {
         .arg(mnt.path())
         .status();
     if !matches!(mounted, Ok(s) if s.success()) {
-        eprintln!("SKIPPED disk_full test: cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)");
+        eprintln!(
+            "SKIPPED disk_full test: cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)"
+        );
         return;
     }
     let _unmount = Unmount(mnt.path().to_owned());
