@@ -1156,11 +1156,14 @@ impl Ledger {
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| corrupt(height, "malformed record pointer"))?,
         );
-        let mut out = None;
+        // Copied out first: checking it reads the store again (never inside
+        // the store's own read).
+        let mut item = None;
         self.store
-            .pack_item(&key(b'V', &[&be8(height)]), index as usize, &mut |item| {
-                out = Some(self.open_slot(k, version, height, index, item));
+            .pack_item(&key(b'V', &[&be8(height)]), index as usize, &mut |v| {
+                item = Some(v.to_vec());
             })?;
+        let out = item.map(|v| self.open_slot(k, version, height, index, &v));
         let what = || format!("record {}/{} version {version}", k.record_type, k.record_id);
         match out {
             Some(Ok(r)) => Ok(Some(r)),

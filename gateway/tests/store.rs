@@ -647,3 +647,120 @@ async fn disk_full_answers_store_full_and_writes_resume_once_space_is_freed() {
     }
     gw.stop().await;
 }
+
+/// Issue 15 item 10, the reported case: a changed byte in a stored
+/// social-insurance value (the value log) must not be answered as a verified
+/// match ("months_paid ≥ 60" on a record of 30 months): the match is refused
+/// with `store.corrupt`; matches about intact records are answered truly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flipped_stored_value_is_never_answered_in_a_match() {
+    const HR: &str = "nanjing.hr-social-security";
+    const CENTRE: &str = "nanjing.centre";
+    let files = city_files("nanjing", "");
+    let chain = chain_id(&files);
+    let gw = start(&files).await;
+    let hr = client(&gw, &files, HR);
+    let records: Vec<(RecordInput, [u8; 32])> = (0..IMPORTED)
+        .map(|n| {
+            let fields = serde_json::json!({
+                "insured_id": resident(n),
+                "city": "nanjing",
+                "months_paid": 30,
+                "status": "paying",
+                "last_paid_month": "2026-11-01",
+            });
+            (
+                RecordInput {
+                    record_type: "social-insurance".into(),
+                    record_id: format!("SI-{n:05}"),
+                    version: 1,
+                    fields: fields.as_object().unwrap().clone(),
+                    issued_ms: 1_700_000_000_000,
+                },
+                [7; 32],
+            )
+        })
+        .collect();
+    let imp = sign_import(
+        &files.registry,
+        &chain,
+        HR,
+        &key(HR),
+        &subject_key("nanjing"),
+        records,
+    )
+    .unwrap();
+    let (_, res): (u16, BatchResult) = hr.post("/v1/records/import", &imp).await.unwrap();
+    assert!(res.results.iter().all(|w| w.outcome == "written"));
+    drop(hr);
+    gw.stop().await;
+
+    // The last stored value is the last record's: flip one of its bytes.
+    let seg = files.dir.path().join("data/ledger/values/00000000.vlog");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let n = bytes.len();
+    bytes[n - 40] ^= 0x40;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let gw = start(&files).await;
+    let centre = client(&gw, &files, CENTRE);
+    let roots = files.registry.trust_roots(files.registry_hash).unwrap();
+    let purpose = files
+        .registry
+        .contract("house-transfer.social-insurance")
+        .unwrap()
+        .purpose
+        .clone();
+    let question = serde_json::json!({
+        "record_type": "social-insurance",
+        "predicates": [{ "field": "months_paid", "op": "ge", "value": 60 }],
+        "disclose": [],
+        "purpose": purpose,
+    })
+    .to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let ask = |subject: String| {
+        let req = gateway::client::sign_match(
+            &files.registry,
+            &roots,
+            CENTRE,
+            &key(CENTRE),
+            &gateway::client::MatchAsk {
+                provider: HR,
+                contract: "house-transfer.social-insurance",
+                question: &question,
+                subject: &subject,
+                ttl_ms: 60_000,
+            },
+            now,
+        )
+        .unwrap();
+        let c = &centre;
+        async move {
+            c.post::<_, gateway::client::MatchReply>("/v1/matches", &req)
+                .await
+                .map(|(_, r)| (req, r))
+        }
+    };
+    match ask(resident(IMPORTED - 1)).await {
+        Err(ClientError::Api { code, status, .. }) => {
+            assert_eq!((status, code.as_str()), (500, "store.corrupt"))
+        }
+        Ok((_, r)) => panic!("a corrupt value was answered: {:?}", r.report),
+        Err(e) => panic!("{e}"),
+    }
+    let (req, reply) = ask(resident(0)).await.unwrap();
+    assert!(reply.verified);
+    let hpke = regions::test_keys::hpke_secret_key(CENTRE);
+    let (plain, _) = gateway::client::open_match(&reply, &req, &roots, &hpke, now).unwrap();
+    assert!(
+        matches!(plain.verdict, proofs::matching::Verdict::DoesNotHold),
+        "{:?}",
+        plain.verdict
+    );
+    drop(centre);
+    gw.stop().await;
+}
