@@ -499,7 +499,8 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             let check = match check {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("store.corrupt: the store cannot be opened: {e:#}");
+                    // Damaged, or still open by a running gateway (sled's lock).
+                    eprintln!("error: the store cannot be opened: {e:#}");
                     return Ok(std::process::ExitCode::FAILURE);
                 }
             };
