@@ -128,6 +128,10 @@ impl DataKeys {
         out.extend_from_slice(&ct);
         out
     }
+    /// True if `id` names the current key or a retired one.
+    pub fn has_key(&self, id: [u8; 4]) -> bool {
+        self.current.0 == id || self.retired.iter().any(|(k, _)| *k == id)
+    }
     /// The key id an item was sealed under.
     pub fn item_key_id(item: &[u8]) -> Option<[u8; 4]> {
         (item.first() == Some(&SEALED_V1) && item.len() >= HEADER + TAG)

@@ -105,6 +105,9 @@ pub enum LedgerError {
     /// The data directory's file system is full: nothing was written.
     #[error("store.full: {0}")]
     Full(String),
+    /// The store's values are sealed under a data key that is not configured.
+    #[error("data key: {0}")]
+    DataKey(String),
 }
 
 impl LedgerError {
@@ -774,19 +777,51 @@ impl Ledger {
             &|h| block_entries(blocks.as_ref(), h),
         )
         .map_err(|e| corrupt(head.height, format!("secondary index: {e}")))?;
-        Ok((
-            Ledger {
-                store,
-                chain,
-                endorser,
-                head: RwLock::new(head),
-                index,
-                data,
-                corrupt_values: std::sync::atomic::AtomicU64::new(0),
-                min_free_bytes: std::sync::atomic::AtomicU64::new(0),
-            },
-            report,
-        ))
+        let ledger = Ledger {
+            store,
+            chain,
+            endorser,
+            head: RwLock::new(head),
+            index,
+            data,
+            corrupt_values: std::sync::atomic::AtomicU64::new(0),
+            min_free_bytes: std::sync::atomic::AtomicU64::new(0),
+        };
+        ledger.check_data_key()?;
+        Ok((ledger, report))
+    }
+
+    /// The latest stored record (within the last 64 blocks) must be sealed
+    /// under a configured data key: a gateway started with the wrong key is
+    /// refused, rather than refusing every record it serves.
+    fn check_data_key(&self) -> Result<(), LedgerError> {
+        let head = self.head().height;
+        for h in (1..=head).rev().take(64) {
+            let Some(txs) = self.block_txs(h)? else {
+                continue;
+            };
+            for (i, t) in txs.iter().enumerate() {
+                let is_record = Transaction::decode(t)
+                    .is_ok_and(|tx| matches!(tx.body, proofs::tx::TxBody::RecordCommit { .. }));
+                if !is_record {
+                    continue;
+                }
+                let mut item = None;
+                self.store
+                    .pack_item(&key(b'V', &[&be8(h)]), i, &mut |v| item = Some(v.to_vec()))?;
+                if let Some(id) = item.as_deref().and_then(DataKeys::item_key_id)
+                    && !self.data.has_key(id)
+                {
+                    return Err(LedgerError::DataKey(format!(
+                        "the stored record values are sealed under data key {}, which is not configured (this gateway holds {:?}); set keys.data to that key file, or list it under keys.data_retired after a rotation",
+                        hex::encode(id),
+                        self.data
+                    )));
+                }
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     fn verify_all(
