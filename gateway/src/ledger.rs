@@ -1231,6 +1231,74 @@ impl Ledger {
         Ok(r)
     }
 
+    /// Re-encrypts every stored record value not sealed under the current
+    /// data key (`tongban store reseal`, offline, after a rotation): block by
+    /// block, each value opened under its retired key and sealed again under
+    /// the current one, with the same place binding, each block's new value
+    /// pack committed atomically. Afterwards the retired keys are no longer
+    /// needed. Returns (blocks rewritten, values resealed).
+    pub fn reseal_values(&self) -> Result<(u64, u64), LedgerError> {
+        let current = self.data.current_id();
+        let (mut blocks, mut values) = (0u64, 0u64);
+        for h in 1..=self.head().height {
+            let Some(pack) = self.store.get_pack(&key(b'V', &[&be8(h)]))? else {
+                continue;
+            };
+            let txs = self.block_txs(h)?.unwrap_or_default();
+            let n = packed_count(&pack).unwrap_or(0);
+            if n != txs.len() {
+                return Err(self.corrupt_value(h, "value slots and transactions differ in number"));
+            }
+            let mut items: Vec<Vec<u8>> = Vec::with_capacity(n);
+            let mut changed = 0u64;
+            for (i, t) in txs.iter().enumerate() {
+                let item = packed_item(&pack, i)
+                    .ok_or_else(|| self.corrupt_value(h, "malformed value pack"))?;
+                let record = Transaction::decode(t).ok().and_then(|tx| match tx.body {
+                    proofs::tx::TxBody::RecordCommit {
+                        record_type,
+                        record_id,
+                        version,
+                        ..
+                    } => Some((
+                        RecordKey {
+                            department: tx.author,
+                            record_type,
+                            record_id,
+                        },
+                        version,
+                    )),
+                    _ => None,
+                });
+                match record {
+                    Some((k, version)) if DataKeys::item_key_id(item) != Some(current) => {
+                        let aad = record_aad(self.chain.chain_id(), &k.bytes(), version);
+                        let plain = self.data.open(&aad, item).map_err(|e| {
+                            self.corrupt_value(
+                                h,
+                                format!(
+                                    "record {}/{} version {version}: {e}",
+                                    k.record_type, k.record_id
+                                ),
+                            )
+                        })?;
+                        items.push(self.data.seal(&aad, &plain));
+                        changed += 1;
+                    }
+                    _ => items.push(item.to_vec()),
+                }
+            }
+            if changed > 0 {
+                let mut b = WriteBatch::new();
+                b.put_pack(key(b'V', &[&be8(h)]), items.iter().map(Vec::as_slice));
+                self.store.commit(b)?;
+                blocks += 1;
+                values += changed;
+            }
+        }
+        Ok((blocks, values))
+    }
+
     /// Checks every stored value offline (`tongban store check`): each
     /// record slot opens under the data keys and matches its commitment on
     /// chain, every other slot is empty, and the index finds each record

@@ -192,6 +192,14 @@ enum StoreCommand {
         #[arg(long, env = "TONGBAN_CONFIG")]
         config: PathBuf,
     },
+    /// After a data-key rotation: re-encrypt every stored value under
+    /// `keys.data` (the old key listed under `keys.data_retired`), so that the
+    /// retired key can then be dropped. Gateway stopped; resumable.
+    Reseal {
+        /// The gateway's configuration.
+        #[arg(long, env = "TONGBAN_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -519,6 +527,17 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             } else {
                 std::process::ExitCode::FAILURE
             })
+        }
+        Command::Store {
+            command: StoreCommand::Reseal { config },
+        } => {
+            let cfg = Config::load(&config, &|k| std::env::var(k).ok())?;
+            let (blocks, values) =
+                tokio::task::spawn_blocking(move || gateway::server::reseal_store(&cfg)).await??;
+            println!(
+                "{values} stored values in {blocks} blocks re-encrypted under keys.data; the retired keys are no longer needed"
+            );
+            Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Region {
             command: RegionCommand::Check { file },

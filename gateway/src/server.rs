@@ -338,6 +338,18 @@ pub struct StoreCheck {
 /// (sled's recovery, the index's replay of recent blocks). An error: the
 /// store cannot even be opened (a message naming what failed).
 pub fn check_store(cfg: &Config) -> anyhow::Result<StoreCheck> {
+    let (ledger, open) = open_stopped(cfg)?;
+    let mut problems = Vec::new();
+    let records = ledger.check_values(&mut |p| problems.push(p))?;
+    Ok(StoreCheck {
+        open,
+        records,
+        problems,
+    })
+}
+
+/// Opens the store of a stopped gateway (no writer, no server).
+fn open_stopped(cfg: &Config) -> anyhow::Result<(Ledger, OpenReport)> {
     let registry = regions::load_pinned(&cfg.registry, cfg.registry_sha256)
         .with_context(|| format!("registry {}", cfg.registry.display()))?;
     let roots = registry
@@ -376,13 +388,15 @@ pub fn check_store(cfg: &Config) -> anyhow::Result<StoreCheck> {
         index_store,
     )
     .context("opening the ledger")?;
-    let mut problems = Vec::new();
-    let records = ledger.check_values(&mut |p| problems.push(p))?;
-    Ok(StoreCheck {
-        open,
-        records,
-        problems,
-    })
+    Ok((ledger, open))
+}
+
+/// Re-encrypts a stopped gateway's stored values under `keys.data` (after a
+/// rotation, with the old key under `keys.data_retired`); returns (blocks,
+/// values) rewritten. Then the retired keys may be removed from the config.
+pub fn reseal_store(cfg: &Config) -> anyhow::Result<(u64, u64)> {
+    let (ledger, _) = open_stopped(cfg)?;
+    Ok(ledger.reseal_values()?)
 }
 
 /// The data keys of `keys.data` (writes) and `keys.data_retired` (read only).

@@ -395,12 +395,18 @@ impl Store for SledStore {
                     let mut ptr = at.encode().to_vec();
                     ptr.extend_from_slice(&(packed_count(v).unwrap_or(0) as u32).to_be_bytes());
                     b.insert(pointer_key(k), ptr);
+                    // A pack rewritten (`tongban store reseal`) replaces an inline one.
+                    b.remove(k.as_slice());
                 }
                 // The values are durable before any pointer to them can be.
                 values.sync()?;
             }
             _ => {
                 for (k, v) in batch.packs {
+                    if self.values.is_some() {
+                        // ... and an inline pack one in the value log.
+                        b.remove(pointer_key(&k));
+                    }
                     b.insert(k, v);
                 }
             }

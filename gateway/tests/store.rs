@@ -252,7 +252,8 @@ async fn record_values_are_not_plaintext_at_rest() {
 
 /// Without the data key the gateway does not start, nor with another key
 /// than the one its values are sealed under (the message names that key's
-/// id); after a rotation the retired key still reads.
+/// id); after a rotation the retired key still reads, and after
+/// `store reseal` it is no longer needed.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_data_key_is_required_and_must_be_the_one_that_wrote() {
     let files = city_files("nanjing", "");
@@ -297,6 +298,31 @@ async fn the_data_key_is_required_and_must_be_the_one_that_wrote() {
     let cfg = Config::load(&files.config_path, &env_rotated).unwrap();
     let check = gateway::server::check_store(&cfg).unwrap();
     assert!(check.problems.is_empty(), "{:?}", check.problems);
+    // Re-encrypted under the new key (twice: the second finds nothing to do),
+    // the old key is no longer needed.
+    assert_eq!(gateway::server::reseal_store(&cfg).unwrap().1, IMPORTED + 4);
+    assert_eq!(gateway::server::reseal_store(&cfg).unwrap(), (0, 0));
+    let cfg = Config::load(&files.config_path, &env_other).unwrap();
+    let check = gateway::server::check_store(&cfg).unwrap();
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+    assert_eq!(check.records, IMPORTED + 4);
+    let old_key = std::fs::read(&old).unwrap();
+    std::fs::remove_file(&old).unwrap();
+    let gw = gateway::server::Gateway::open(&cfg, Arc::new(SystemClock)).unwrap();
+    let ledger = gw.state.ledger.clone();
+    let r = ledger
+        .record_version(
+            &RecordKey {
+                department: POLICE.into(),
+                record_type: "resident-identity".into(),
+                record_id: "ID-00007".into(),
+            },
+            1,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.fields["name"], proofs::Value::Text(name(7)));
+    drop((ledger, gw, old_key));
 }
 
 /// Opens the data directory `data` as the gateway of `files` would and
