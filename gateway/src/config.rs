@@ -14,12 +14,15 @@
 //! gateway = "keys/nanjing.gateway.ed25519.key"
 //! endorsers = ["keys/nanjing-endorser-1.ed25519.key", "…"]
 //! subject = "keys/nanjing.subject.key"
+//! data = "keys/nanjing.data.key"        # record values at rest (README: the data key)
+//! data_retired = []                     # earlier data keys, read only
 //!
 //! [ledger]            # optional
 //! block_interval_ms = 2
 //! max_block_txs = 8192
 //! queue = 4096
 //! index_memtable_entries = 2097152
+//! min_free_bytes = 134217728          # below this, writes answer 507 store.full
 //!
 //! [relay]             # optional: without it, no other city is reached
 //! listen = ["/ip4/0.0.0.0/tcp/4102"]
@@ -115,6 +118,11 @@ pub struct Keys {
     /// Ed25519 keys of the service centres this gateway takes applications for.
     #[serde(default)]
     pub centres: Vec<PathBuf>,
+    /// The data key: record values are encrypted at rest under it.
+    pub data: PathBuf,
+    /// Earlier data keys, kept to read values written before a rotation.
+    #[serde(default)]
+    pub data_retired: Vec<PathBuf>,
 }
 
 /// Block cutting.
@@ -130,6 +138,10 @@ pub struct LedgerSettings {
     /// Secondary-index entries held in memory before they are written as a
     /// sorted run (about 120 bytes of memory each; `docs/performance.md`).
     pub index_memtable_entries: usize,
+    /// Free bytes the data directory's file system must keep: a block that
+    /// would start below this is refused (`store.full`) without writing
+    /// anything, and writes resume once space is freed.
+    pub min_free_bytes: u64,
 }
 
 impl Default for LedgerSettings {
@@ -139,6 +151,7 @@ impl Default for LedgerSettings {
             max_block_txs: 8192,
             queue: 4096,
             index_memtable_entries: crate::index::IndexConfig::default().memtable_entries,
+            min_free_bytes: 128 << 20,
         }
     }
 }
@@ -212,6 +225,8 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("keys.subject", Kind::Str),
     ("keys.custody", Kind::List),
     ("keys.centres", Kind::List),
+    ("keys.data", Kind::Str),
+    ("keys.data_retired", Kind::List),
     ("applications.evidence_deadline_ms", Kind::Int),
     ("applications.service_deadline_ms", Kind::Int),
     ("relay.listen", Kind::List),
@@ -221,6 +236,7 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("ledger.max_block_txs", Kind::Int),
     ("ledger.queue", Kind::Int),
     ("ledger.index_memtable_entries", Kind::Int),
+    ("ledger.min_free_bytes", Kind::Int),
     ("http.max_body_bytes", Kind::Int),
     ("http.clock_skew_ms", Kind::Int),
     ("webhooks", Kind::Map),
@@ -315,6 +331,8 @@ impl Config {
         fix(&mut cfg.data_dir);
         fix(&mut cfg.keys.gateway);
         fix(&mut cfg.keys.subject);
+        fix(&mut cfg.keys.data);
+        cfg.keys.data_retired.iter_mut().for_each(fix);
         cfg.keys.endorsers.iter_mut().for_each(fix);
         cfg.keys.custody.iter_mut().for_each(fix);
         cfg.keys.centres.iter_mut().for_each(fix);
@@ -398,6 +416,7 @@ http_listen = "127.0.0.1:0"
 gateway = "g.key"
 endorsers = ["e1.key"]
 subject = "s.key"
+data = "d.key"
 "#;
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {

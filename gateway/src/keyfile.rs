@@ -4,8 +4,9 @@
 //! {"tongban_key": 1, "kind": "ed25519", "id": "nanjing.civil-affairs", "secret": "<64 hex>"}
 //! ```
 //!
-//! `kind` is `ed25519` (signing), `x25519` (HPKE) or `subject` (a city's
-//! subject-reference key). Files are created with mode 0600 and never
+//! `kind` is `ed25519` (signing), `x25519` (HPKE), `subject` (a city's
+//! subject-reference key) or `data` (a gateway's key for record values at
+//! rest, [`crate::datakey`]). Files are created with mode 0600 and never
 //! overwritten; a key file that group or others can read is refused.
 
 use std::fs::OpenOptions;
@@ -28,6 +29,8 @@ pub enum KeyKind {
     X25519,
     /// A city's subject-reference key.
     Subject,
+    /// A gateway's data key: record values are encrypted at rest under it.
+    Data,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -127,6 +130,11 @@ pub fn read_hpke(path: &Path) -> Result<(String, HpkeSecretKey), KeyFileError> {
 /// Reads a subject-reference key.
 pub fn read_subject(path: &Path) -> Result<(String, SubjectKey), KeyFileError> {
     read(path, KeyKind::Subject).map(|(id, s)| (id, SubjectKey::from_bytes(s)))
+}
+
+/// Reads a data key (for [`crate::datakey::DataKeys`]).
+pub fn read_data(path: &Path) -> Result<(String, [u8; 32]), KeyFileError> {
+    read(path, KeyKind::Data)
 }
 
 /// Writes a new key file (mode 0600; an existing file is never overwritten).

@@ -20,10 +20,16 @@
 //! | `K` height | (stores of earlier versions only) the block's secondary-index entries, until a run of [`crate::index`] covers them |
 //! | `S` record key | the record's revocations (the latest version is its last `R` entry) |
 //! | `M` `index-floor` | the height up to which `K` values were dropped (runs hold them) |
-//! | `M` `layout` | the layout version of this table (`2`) |
+//! | `M` `layout` | the layout version of this table (`3`) |
 //! | `Q` request id | an access-log entry's location and the state kept to answer a resend |
 //! | `A` subject ref at_ms request id | an access-log entry's location |
 //! | `W` requester-contract hash day | access-log entries written for them that day ([`Ledger::access_volume`]) |
+//!
+//! Every `V` item (a stored record) is sealed under the gateway's data key
+//! ([`crate::datakey`]): encrypted at rest, bound to its chain, record key and
+//! version, its tag the item's checksum. [`Ledger::record_version`] opens it
+//! and checks it against the commitment on chain before anything uses it; a
+//! value that fails is refused (`store.corrupt`), never served.
 //!
 //! `T` and `V` are written as packs ([`WriteBatch::put_pack`]): when a block's
 //! packs come to 64 KiB or more, the sled store keeps them in its append-only
@@ -58,6 +64,7 @@ use proofs::{SigningKey, Value};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::datakey::{DataKeys, record_aad};
 use crate::index::{Index, IndexConfig};
 use crate::store::{Store, StoreError, WriteBatch, packed_count, packed_item};
 
@@ -89,6 +96,45 @@ pub enum LedgerError {
     /// The writer has stopped after a failure.
     #[error("the ledger writer has stopped")]
     Stopped,
+    /// A stored value failed its check (tag, decoding or commitment on
+    /// chain): the record is refused, never served.
+    #[error("store.corrupt: stored value at height {height}: {problem}")]
+    CorruptValue {
+        /// The block the value belongs to.
+        height: u64,
+        /// What failed.
+        problem: String,
+    },
+    /// The data directory's file system is full: nothing was written.
+    #[error("store.full: {0}")]
+    Full(String),
+    /// The store's values are sealed under a data key that is not configured.
+    #[error("data key: {0}")]
+    DataKey(String),
+}
+
+impl LedgerError {
+    /// Stable code: `store.corrupt`, `store.full`, or `internal`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LedgerError::CorruptValue { .. } => "store.corrupt",
+            LedgerError::Full(_) | LedgerError::Store(StoreError::Full(_)) => "store.full",
+            _ => "internal",
+        }
+    }
+    /// The same error for another waiter (the writer answers every sender of
+    /// a failed block), keeping its code.
+    pub fn for_waiter(&self) -> LedgerError {
+        match self {
+            LedgerError::CorruptValue { height, problem } => LedgerError::CorruptValue {
+                height: *height,
+                problem: problem.clone(),
+            },
+            LedgerError::Full(m) => LedgerError::Full(m.clone()),
+            LedgerError::Store(StoreError::Full(m)) => LedgerError::Full(m.clone()),
+            e => LedgerError::Endorse(e.to_string()),
+        }
+    }
 }
 
 /// Signs headers for the chain. The embedded default holds the endorser keys
@@ -478,6 +524,9 @@ pub struct Ledger {
     endorser: Arc<dyn Endorser>,
     head: RwLock<Head>,
     index: Index,
+    data: Arc<DataKeys>,
+    corrupt_values: std::sync::atomic::AtomicU64,
+    min_free_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// Hashing for the per-block maps of [`Ledger::apply`] (SipHash took a sixth
@@ -522,8 +571,8 @@ type Map<K, V> = HashMap<K, V, BlockHash>;
 type Versions = Map<(RecordKey, u32), (Hash, u64, Option<TxLocation>)>;
 
 /// The layout version written under `Mlayout` (2: secondary indexes in
-/// [`crate::index`]).
-const LAYOUT: &[u8] = b"2";
+/// [`crate::index`]; 3: record values sealed under the data key).
+const LAYOUT: &[u8] = b"3";
 
 /// The part of an index entry's key a look-up names (see [`crate::index`]):
 /// a leaf key whole, a record version key without its version, a subject
@@ -658,6 +707,7 @@ impl Ledger {
         store: Arc<dyn Store>,
         chain: ChainTrust,
         endorser: Arc<dyn Endorser>,
+        data: Arc<DataKeys>,
         now_ms: u64,
     ) -> Result<(Self, OpenReport), LedgerError> {
         let index_store = store.clone();
@@ -665,6 +715,7 @@ impl Ledger {
             store,
             chain,
             endorser,
+            data,
             now_ms,
             IndexConfig::default(),
             index_store,
@@ -677,6 +728,7 @@ impl Ledger {
         store: Arc<dyn Store>,
         chain: ChainTrust,
         endorser: Arc<dyn Endorser>,
+        data: Arc<DataKeys>,
         now_ms: u64,
         index: IndexConfig,
         index_store: Arc<dyn Store>,
@@ -694,7 +746,7 @@ impl Ledger {
                     return Err(corrupt(
                         0,
                         format!(
-                            "the store has layout {}, this gateway reads layout 2; export the chain and re-import the records into a new data directory",
+                            "the store has layout {}, this gateway reads layout 3 (record values encrypted at rest under keys.data); export the chain and re-import the records into a new data directory",
                             layout
                                 .map(|l| String::from_utf8_lossy(&l).into_owned())
                                 .unwrap_or_else(|| "1 (indexes as store keys)".into())
@@ -740,16 +792,51 @@ impl Ledger {
             &|h| block_entries(blocks.as_ref(), h),
         )
         .map_err(|e| corrupt(head.height, format!("secondary index: {e}")))?;
-        Ok((
-            Ledger {
-                store,
-                chain,
-                endorser,
-                head: RwLock::new(head),
-                index,
-            },
-            report,
-        ))
+        let ledger = Ledger {
+            store,
+            chain,
+            endorser,
+            head: RwLock::new(head),
+            index,
+            data,
+            corrupt_values: std::sync::atomic::AtomicU64::new(0),
+            min_free_bytes: std::sync::atomic::AtomicU64::new(0),
+        };
+        ledger.check_data_key()?;
+        Ok((ledger, report))
+    }
+
+    /// The latest stored record (within the last 64 blocks) must be sealed
+    /// under a configured data key: a gateway started with the wrong key is
+    /// refused, rather than refusing every record it serves.
+    fn check_data_key(&self) -> Result<(), LedgerError> {
+        let head = self.head().height;
+        for h in (1..=head).rev().take(64) {
+            let Some(txs) = self.block_txs(h)? else {
+                continue;
+            };
+            for (i, t) in txs.iter().enumerate() {
+                let is_record = Transaction::decode(t)
+                    .is_ok_and(|tx| matches!(tx.body, proofs::tx::TxBody::RecordCommit { .. }));
+                if !is_record {
+                    continue;
+                }
+                let mut item = None;
+                self.store
+                    .pack_item(&key(b'V', &[&be8(h)]), i, &mut |v| item = Some(v.to_vec()))?;
+                if let Some(id) = item.as_deref().and_then(DataKeys::item_key_id)
+                    && !self.data.has_key(id)
+                {
+                    return Err(LedgerError::DataKey(format!(
+                        "the stored record values are sealed under data key {}, which is not configured (this gateway holds {:?}); set keys.data to that key file, or list it under keys.data_retired after a rotation",
+                        hex::encode(id),
+                        self.data
+                    )));
+                }
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     fn verify_all(
@@ -888,6 +975,30 @@ impl Ledger {
     pub fn quiesce_index(&self) {
         self.index.quiesce()
     }
+    /// Stored values refused since start because they failed their check.
+    pub fn corrupt_values(&self) -> u64 {
+        self.corrupt_values
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Free bytes the store's file system must keep for a block to be
+    /// written (0: no check).
+    pub fn set_min_free_bytes(&self, bytes: u64) {
+        self.min_free_bytes
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// A stored value failed its check: counted, logged, and refused.
+    fn corrupt_value(&self, height: u64, problem: impl Into<String>) -> LedgerError {
+        let problem = problem.into();
+        self.corrupt_values
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(
+            code = "store.corrupt",
+            height,
+            %problem,
+            "a stored value failed its check; it is refused (run `tongban store check`)"
+        );
+        LedgerError::CorruptValue { height, problem }
+    }
     /// Bytes on disk (estimate).
     pub fn size_on_disk(&self) -> u64 {
         self.store.size_on_disk() + self.index.size_on_disk()
@@ -948,6 +1059,16 @@ impl Ledger {
                 proof = proof_from_levels(levels, header.header.tx_count, u64::from(loc.index));
             })?;
         let proof = proof.ok_or_else(|| corrupt(loc.height, "tree levels missing or too short"))?;
+        // The location came from the index: the transaction there must be the one asked for.
+        if merkle::leaf_hash(&tx) != loc.leaf {
+            return Err(self.corrupt_value(
+                loc.height,
+                format!(
+                    "the index points leaf {} at index {}, which holds another transaction",
+                    loc.leaf, loc.index
+                ),
+            ));
+        }
         Ok(Some(ProofBundle {
             header,
             tx,
@@ -1028,12 +1149,35 @@ impl Ledger {
                     .ok_or_else(|| corrupt(0, "malformed record version key"))?,
             ),
         };
-        let revocations = match self.store.get(&key(b'S', &[&kb]))? {
+        let revocations: Vec<Revocation> = match self.store.get(&key(b'S', &[&kb]))? {
             None => Vec::new(),
-            Some(v) => {
-                serde_json::from_slice(&v).map_err(|e| corrupt(0, format!("revocations: {e}")))?
-            }
+            Some(v) => serde_json::from_slice(&v)
+                .map_err(|e| self.corrupt_value(0, format!("revocations: {e}")))?,
         };
+        // Each revocation is checked against its transaction on chain.
+        for r in &revocations {
+            let l = r.location;
+            let tx = self
+                .tx_bytes(l.height, l.index)?
+                .filter(|t| merkle::leaf_hash(t) == l.leaf)
+                .and_then(|t| Transaction::decode(&t).ok());
+            let ok = tx.is_some_and(|tx| {
+                tx.author == k.department
+                    && matches!(&tx.body, proofs::tx::TxBody::RecordRevoke {
+                        record_type, record_id, version, reason, at_ms,
+                    } if *record_type == k.record_type && *record_id == k.record_id
+                        && *version == r.version && *reason == r.reason && *at_ms == r.at_ms)
+            });
+            if !ok || r.version > latest {
+                return Err(self.corrupt_value(
+                    l.height,
+                    format!(
+                        "revocation of version {} does not match its transaction on chain",
+                        r.version
+                    ),
+                ));
+            }
+        }
         Ok(Some(RecordState {
             latest,
             revocations,
@@ -1062,16 +1206,262 @@ impl Ledger {
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| corrupt(height, "malformed record pointer"))?,
         );
-        let mut out = None;
+        // Copied out first: checking it reads the store again (never inside
+        // the store's own read).
+        let mut item = None;
         self.store
-            .pack_item(&key(b'V', &[&be8(height)]), index as usize, &mut |item| {
-                out = Some(StoredRecord::decode(item));
+            .pack_item(&key(b'V', &[&be8(height)]), index as usize, &mut |v| {
+                item = Some(v.to_vec());
             })?;
+        let out = item.map(|v| self.open_slot(k, version, height, index, &v));
+        let what = || format!("record {}/{} version {version}", k.record_type, k.record_id);
         match out {
             Some(Ok(r)) => Ok(Some(r)),
-            Some(Err(e)) => Err(corrupt(height, format!("stored record: {e}"))),
-            None => Err(corrupt(height, "record pointer to a missing value")),
+            Some(Err(e)) => Err(self.corrupt_value(height, format!("{}: {e}", what()))),
+            None => Err(self.corrupt_value(
+                height,
+                format!("{}: record pointer to a missing value", what()),
+            )),
         }
+    }
+
+    /// Opens the sealed item of a record slot and checks it against the chain.
+    fn open_slot(
+        &self,
+        k: &RecordKey,
+        version: u32,
+        height: u64,
+        index: u32,
+        item: &[u8],
+    ) -> Result<StoredRecord, String> {
+        let plain = self
+            .data
+            .open(
+                &record_aad(self.chain.chain_id(), &k.bytes(), version),
+                item,
+            )
+            .map_err(|e| e.to_string())?;
+        let r = StoredRecord::decode(&plain).map_err(|e| e.to_string())?;
+        self.check_record(k, version, height, index, &r)?;
+        Ok(r)
+    }
+
+    /// Re-encrypts every stored record value not sealed under the current
+    /// data key (`tongban store reseal`, offline, after a rotation): block by
+    /// block, each value opened under its retired key and sealed again under
+    /// the current one, with the same place binding, each block's new value
+    /// pack committed atomically. Afterwards the retired keys are no longer
+    /// needed. Returns (blocks rewritten, values resealed).
+    pub fn reseal_values(&self) -> Result<(u64, u64), LedgerError> {
+        let current = self.data.current_id();
+        let (mut blocks, mut values) = (0u64, 0u64);
+        for h in 1..=self.head().height {
+            let Some(pack) = self.store.get_pack(&key(b'V', &[&be8(h)]))? else {
+                continue;
+            };
+            let txs = self.block_txs(h)?.unwrap_or_default();
+            let n = packed_count(&pack).unwrap_or(0);
+            if n != txs.len() {
+                return Err(self.corrupt_value(h, "value slots and transactions differ in number"));
+            }
+            let mut items: Vec<Vec<u8>> = Vec::with_capacity(n);
+            let mut changed = 0u64;
+            for (i, t) in txs.iter().enumerate() {
+                let item = packed_item(&pack, i)
+                    .ok_or_else(|| self.corrupt_value(h, "malformed value pack"))?;
+                let record = Transaction::decode(t).ok().and_then(|tx| match tx.body {
+                    proofs::tx::TxBody::RecordCommit {
+                        record_type,
+                        record_id,
+                        version,
+                        ..
+                    } => Some((
+                        RecordKey {
+                            department: tx.author,
+                            record_type,
+                            record_id,
+                        },
+                        version,
+                    )),
+                    _ => None,
+                });
+                match record {
+                    Some((k, version)) if DataKeys::item_key_id(item) != Some(current) => {
+                        let aad = record_aad(self.chain.chain_id(), &k.bytes(), version);
+                        let plain = self.data.open(&aad, item).map_err(|e| {
+                            self.corrupt_value(
+                                h,
+                                format!(
+                                    "record {}/{} version {version}: {e}",
+                                    k.record_type, k.record_id
+                                ),
+                            )
+                        })?;
+                        items.push(self.data.seal(&aad, &plain));
+                        changed += 1;
+                    }
+                    _ => items.push(item.to_vec()),
+                }
+            }
+            if changed > 0 {
+                let mut b = WriteBatch::new();
+                b.put_pack(key(b'V', &[&be8(h)]), items.iter().map(Vec::as_slice));
+                self.store.commit(b)?;
+                blocks += 1;
+                values += changed;
+            }
+        }
+        Ok((blocks, values))
+    }
+
+    /// Checks every stored value offline (`tongban store check`): each
+    /// record slot opens under the data keys and matches its commitment on
+    /// chain, every other slot is empty, and the index finds each record
+    /// version and transaction where it is. Calls `problem` for each fault;
+    /// returns the number of record values checked.
+    pub fn check_values(&self, problem: &mut dyn FnMut(String)) -> Result<u64, LedgerError> {
+        let mut records = 0u64;
+        for h in 1..=self.head().height {
+            let txs = self.block_txs(h)?.unwrap_or_default();
+            let values = match self.store.get_pack(&key(b'V', &[&be8(h)])) {
+                Ok(v) => v,
+                Err(e) => {
+                    problem(format!("height {h}: stored values unreadable: {e}"));
+                    continue;
+                }
+            };
+            let values = values.unwrap_or_default();
+            let count = if values.is_empty() {
+                0
+            } else {
+                packed_count(&values).unwrap_or(usize::MAX)
+            };
+            if count != txs.len() {
+                problem(format!(
+                    "height {h}: {count} stored value slots for {} transactions",
+                    txs.len()
+                ));
+                continue;
+            }
+            for (i, t) in txs.iter().enumerate() {
+                let slot = packed_item(&values, i);
+                let leaf = merkle::leaf_hash(t);
+                let want = Some(TxLocation {
+                    height: h,
+                    index: i as u32,
+                    leaf,
+                });
+                if self.locate(&leaf)? != want {
+                    problem(format!(
+                        "height {h} index {i}: the index does not locate transaction {leaf}"
+                    ));
+                }
+                let Ok(tx) = Transaction::decode(t) else {
+                    problem(format!("height {h} index {i}: transaction does not decode"));
+                    continue;
+                };
+                let proofs::tx::TxBody::RecordCommit {
+                    record_type,
+                    record_id,
+                    version,
+                    ..
+                } = &tx.body
+                else {
+                    if slot.is_none_or(|v| !v.is_empty()) {
+                        problem(format!(
+                            "height {h} index {i}: a value is stored beside a transaction that has none"
+                        ));
+                    }
+                    continue;
+                };
+                let k = RecordKey {
+                    department: tx.author.clone(),
+                    record_type: record_type.clone(),
+                    record_id: record_id.clone(),
+                };
+                records += 1;
+                let at = format!(
+                    "height {h} index {i} (record {}/{} version {version})",
+                    k.record_type, k.record_id
+                );
+                match slot.map(|item| self.open_slot(&k, *version, h, i as u32, item)) {
+                    None => problem(format!("{at}: stored value missing")),
+                    Some(Err(e)) => problem(format!("{at}: {e}")),
+                    Some(Ok(_)) => {}
+                }
+                let ptr = self
+                    .index
+                    .get(&key(b'R', &[&k.bytes(), &[0], &version.to_be_bytes()]))?;
+                let points = ptr.as_deref().and_then(|p| {
+                    Some((
+                        u64::from_be_bytes(p.get(0..8)?.try_into().ok()?),
+                        u32::from_be_bytes(p.get(8..12)?.try_into().ok()?),
+                    ))
+                });
+                if points != Some((h, i as u32)) {
+                    problem(format!("{at}: the index points this version elsewhere"));
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// A stored record against its place and its commitment transaction on
+    /// chain: the values and secret must commit to the commitment the
+    /// department signed, with the same subjects, version and issue time.
+    fn check_record(
+        &self,
+        k: &RecordKey,
+        version: u32,
+        height: u64,
+        index: u32,
+        r: &StoredRecord,
+    ) -> Result<(), String> {
+        if r.version != version {
+            return Err(format!("holds version {}", r.version));
+        }
+        let Some(loc) = r
+            .location
+            .filter(|l| l.height == height && l.index == index)
+        else {
+            return Err("stored location differs from the index".into());
+        };
+        let tx = self
+            .tx_bytes(height, index)
+            .map_err(|e| e.to_string())?
+            .ok_or("no transaction at its location")?;
+        if merkle::leaf_hash(&tx) != loc.leaf {
+            return Err("the transaction at its location has another leaf hash".into());
+        }
+        let tx = Transaction::decode(&tx).map_err(|e| format!("its transaction: {e}"))?;
+        let on_chain = match &tx.body {
+            proofs::tx::TxBody::RecordCommit {
+                record_type,
+                record_id,
+                subjects,
+                version: v,
+                commitment,
+                issued_ms,
+            } if tx.author == k.department
+                && *record_type == k.record_type
+                && *record_id == k.record_id
+                && *v == version
+                && *subjects == r.subject_refs
+                && *issued_ms == r.issued_ms =>
+            {
+                *commitment
+            }
+            _ => return Err("the transaction at its location commits another record".into()),
+        };
+        if on_chain != r.commitment {
+            return Err("stored commitment differs from the one on chain".into());
+        }
+        let values = proofs::commitment::CommittedRecord::new(r.fields.clone(), r.secret)
+            .map_err(|e| format!("values: {e}"))?;
+        if values.commitment() != on_chain {
+            return Err("the values do not open the commitment on chain".into());
+        }
+        Ok(())
     }
     /// The access-log entry written for a request id, and the state kept with it.
     pub fn access_state(
@@ -1156,6 +1546,17 @@ impl Ledger {
         intents: Vec<Intent>,
         now_ms: u64,
     ) -> Result<Vec<Vec<Outcome>>, LedgerError> {
+        let min_free = self
+            .min_free_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if min_free > 0
+            && let Some(free) = self.store.available_space()
+            && free < min_free
+        {
+            return Err(LedgerError::Full(format!(
+                "{free} bytes free in the data directory, {min_free} are kept in reserve (ledger.min_free_bytes); free space and retry"
+            )));
+        }
         let head = self.head();
         let height = head.height + 1;
         let mut txs: Vec<PreparedTx> =
@@ -1200,7 +1601,17 @@ impl Ledger {
                 } => {
                     let mut st = match states.get(&k) {
                         Some(s) => s.clone(),
-                        None => self.record_state(&k)?.unwrap_or_default(),
+                        None => match self.record_state(&k) {
+                            Ok(s) => s.unwrap_or_default(),
+                            Err(e @ LedgerError::CorruptValue { .. }) => {
+                                outcomes.push(vec![Outcome::Rejected {
+                                    code: "store.corrupt",
+                                    message: e.to_string(),
+                                }]);
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        },
                     };
                     let o = if version == 0 || version > st.latest {
                         Outcome::Rejected {
@@ -1541,7 +1952,16 @@ impl Ledger {
         let latest = match states.get(&p.key) {
             Some(s) => s.latest,
             None => {
-                let s = self.record_state(&p.key)?.unwrap_or_default();
+                let s = match self.record_state(&p.key) {
+                    Ok(s) => s.unwrap_or_default(),
+                    Err(e @ LedgerError::CorruptValue { .. }) => {
+                        return Ok(Some(Outcome::Rejected {
+                            code: "store.corrupt",
+                            message: e.to_string(),
+                        }));
+                    }
+                    Err(e) => return Err(e),
+                };
                 let l = s.latest;
                 states.insert(p.key.clone(), s);
                 l
@@ -1550,9 +1970,16 @@ impl Ledger {
         if v <= latest {
             let existing = match versions.get(&(p.key.clone(), v)) {
                 Some(e) => Some(*e),
-                None => self
-                    .record_version(&p.key, v)?
-                    .map(|r| (r.commitment, r.issued_ms, r.location)),
+                None => match self.record_version(&p.key, v) {
+                    Ok(r) => r.map(|r| (r.commitment, r.issued_ms, r.location)),
+                    Err(e @ LedgerError::CorruptValue { .. }) => {
+                        return Ok(Some(Outcome::Rejected {
+                            code: "store.corrupt",
+                            message: e.to_string(),
+                        }));
+                    }
+                    Err(e) => return Err(e),
+                },
             };
             // A duplicate says exactly what was written (same commitment — so the
             // same values, secret and subjects — and the same issue time), however
@@ -1601,10 +2028,13 @@ impl Ledger {
         seen.insert(p.tx.leaf, location);
         let mut record = p.record;
         record.location = Some(location);
-        let mut tx = p.tx;
-        tx.value = record.encode();
-        txs.push(tx);
         let kb = p.key.bytes();
+        let mut tx = p.tx;
+        tx.value = self.data.seal(
+            &record_aad(self.chain.chain_id(), &kb, record.version),
+            &record.encode(),
+        );
+        txs.push(tx);
         for s in &record.subject_refs {
             entries.push((key(b'J', &[&s.0.0, &kb]), Vec::new()));
         }
@@ -1635,6 +2065,20 @@ mod tests {
         chain: ChainTrust,
     }
 
+    fn dk() -> Arc<DataKeys> {
+        Arc::new(DataKeys::for_tests("t"))
+    }
+
+    /// Fields and secret committing to a commitment that depends on `n`.
+    fn committed(n: u8) -> (BTreeMap<String, Value>, [u8; 32], Hash) {
+        let mut fields = BTreeMap::new();
+        fields.insert("n".to_owned(), Value::Int(i64::from(n)));
+        let c = proofs::commitment::CommittedRecord::new(fields.clone(), [1; 32])
+            .unwrap()
+            .commitment();
+        (fields, [1; 32], c)
+    }
+
     fn endorsers() -> Vec<SigningKey> {
         (0..4)
             .map(|i| SigningKey::from_seed(&test_seed(&format!("t/e{i}"))))
@@ -1653,7 +2097,8 @@ mod tests {
                 .map(|(i, k)| (i as u16, k))
                 .collect(),
         ));
-        let (ledger, report) = Ledger::open(store.clone(), chain.clone(), end, 1_000).unwrap();
+        let (ledger, report) =
+            Ledger::open(store.clone(), chain.clone(), end, dk(), 1_000).unwrap();
         assert_eq!(report.blocks, 1);
         Kit {
             ledger,
@@ -1664,12 +2109,13 @@ mod tests {
     }
 
     fn publish(k: &Kit, id: &str, version: u32, commitment: u8) -> Intent {
+        let (fields, secret, commitment) = committed(commitment);
         let body = TxBody::RecordCommit {
             record_type: "marriage".into(),
             record_id: id.into(),
             subjects: vec![SubjectRef(Hash([9; 32]))],
             version,
-            commitment: Hash([commitment; 32]),
+            commitment,
             issued_ms: 5,
         };
         let tx = Transaction::sign("t-chain", "t.dept", body, &k.dept);
@@ -1683,9 +2129,9 @@ mod tests {
                 version,
                 subjects: vec![],
                 subject_refs: vec![SubjectRef(Hash([9; 32]))],
-                fields: BTreeMap::new(),
-                secret: [1; 32],
-                commitment: Hash([commitment; 32]),
+                fields,
+                secret,
+                commitment,
                 issued_ms: 5,
                 location: None,
             },
@@ -1781,7 +2227,8 @@ mod tests {
 
         // Reopen: verifies. Then corrupt a transaction: refused with the height.
         let end = Arc::new(LocalEndorsers::new(vec![]));
-        let (_, r) = Ledger::open(k.store.clone(), k.chain.clone(), end.clone(), 4_000).unwrap();
+        let (_, r) =
+            Ledger::open(k.store.clone(), k.chain.clone(), end.clone(), dk(), 4_000).unwrap();
         assert_eq!((r.blocks, r.transactions), (2, 5));
         let mut batch = WriteBatch::new();
         let packed = k.store.get_pack(&key(b'T', &[&be8(1)])).unwrap().unwrap();
@@ -1791,13 +2238,82 @@ mod tests {
         items[2] = b"tampered".to_vec();
         batch.put_pack(key(b'T', &[&be8(1)]), items.iter().map(Vec::as_slice));
         k.store.commit(batch).unwrap();
-        match Ledger::open(k.store.clone(), k.chain.clone(), end, 4_000) {
+        match Ledger::open(k.store.clone(), k.chain.clone(), end, dk(), 4_000) {
             Err(LedgerError::Corrupt { height: 1, problem }) => {
                 assert!(problem.contains("tx root"), "{problem}")
             }
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("a tampered store was served"),
         }
+    }
+
+    /// Issue 15 item 10: a changed stored value is refused (`store.corrupt`,
+    /// counted), never returned; also when it is re-sealed under the right
+    /// key (the values no longer open the commitment on chain) or moved to
+    /// another record's slot.
+    #[test]
+    fn a_flipped_bit_in_a_stored_value_is_refused_not_answered() {
+        let k = kit();
+        k.ledger
+            .apply(
+                vec![publish(&k, "a", 1, 30), publish(&k, "b", 1, 31)],
+                2_000,
+            )
+            .unwrap();
+        let rk = |id: &str| RecordKey {
+            department: "t.dept".into(),
+            record_type: "marriage".into(),
+            record_id: id.into(),
+        };
+        let good = k.ledger.record_version(&rk("a"), 1).unwrap().unwrap();
+        assert_eq!(good.fields["n"], Value::Int(30));
+        let vkey = key(b'V', &[&be8(1)]);
+        let packed = k.store.get_pack(&vkey).unwrap().unwrap();
+        let items: Vec<Vec<u8>> = (0..2)
+            .map(|i| packed_item(&packed, i).unwrap().to_vec())
+            .collect();
+        let put = |items: &[Vec<u8>]| {
+            let mut b = WriteBatch::new();
+            b.put_pack(vkey.clone(), items.iter().map(Vec::as_slice));
+            k.store.commit(b).unwrap();
+        };
+        let refused = |what: &str| match k.ledger.record_version(&rk("a"), 1) {
+            Err(e @ LedgerError::CorruptValue { .. }) => assert_eq!(e.code(), "store.corrupt"),
+            Err(e) => panic!("{what}: unexpected error {e}"),
+            Ok(r) => panic!("{what}: served {r:?}"),
+        };
+        // Every byte of the item, one bit at a time (a sample of bits).
+        for i in 0..items[0].len() {
+            let mut bad = items.clone();
+            bad[0][i] ^= 1 << (i % 8);
+            put(&bad);
+            refused(&format!("byte {i}"));
+        }
+        // The other record's item in this slot.
+        put(&[items[1].clone(), items[1].clone()]);
+        refused("moved");
+        // Sealed correctly, but with a value that is not what was committed.
+        let mut forged = good.clone();
+        forged.fields.insert("n".into(), Value::Int(94));
+        let sealed = dk().seal(
+            &record_aad("t-chain", &rk("a").bytes(), 1),
+            &forged.encode(),
+        );
+        put(&[sealed, items[1].clone()]);
+        refused("re-sealed with another value");
+        assert!(k.ledger.corrupt_values() >= items[0].len() as u64 + 2);
+        // A publication over a corrupt version is refused with the code, and the writer goes on.
+        let out = k
+            .ledger
+            .apply(vec![publish(&k, "a", 1, 30)], 3_000)
+            .unwrap();
+        assert_eq!(code(&out[0][0]), "store.corrupt");
+        put(&items);
+        assert_eq!(
+            k.ledger.record_version(&rk("a"), 1).unwrap().unwrap(),
+            good,
+            "the intact value reads again"
+        );
     }
 
     #[test]
@@ -1844,7 +2360,7 @@ mod tests {
         .unwrap();
         let end = Arc::new(LocalEndorsers::new(vec![]));
         assert!(matches!(
-            Ledger::open(k.store.clone(), other, end, 1),
+            Ledger::open(k.store.clone(), other, end, dk(), 1),
             Err(LedgerError::WrongChain { .. })
         ));
     }
@@ -1857,7 +2373,7 @@ mod tests {
         k.store.commit(b).unwrap();
         let keys = endorsers();
         let end = Arc::new(LocalEndorsers::new(vec![(0, keys[0].clone())]));
-        match Ledger::open(k.store.clone(), k.chain.clone(), end, 1) {
+        match Ledger::open(k.store.clone(), k.chain.clone(), end, dk(), 1) {
             Err(LedgerError::Corrupt { problem, .. }) => {
                 assert!(problem.contains("layout 1"), "{problem}");
                 assert!(problem.contains("re-import"), "{problem}");
@@ -1893,6 +2409,7 @@ mod tests {
             store.clone(),
             chain.clone(),
             end(),
+            dk(),
             1_000,
             small,
             store.clone(),
@@ -1929,6 +2446,7 @@ mod tests {
             store.clone(),
             chain.clone(),
             end(),
+            dk(),
             3_000,
             small,
             store.clone(),
@@ -2005,7 +2523,7 @@ mod tests {
         }
         crashed.commit(copy).unwrap();
         let end = Arc::new(LocalEndorsers::new(vec![]));
-        let (ledger, _) = Ledger::open(crashed, k.chain.clone(), end, 3_000).unwrap();
+        let (ledger, _) = Ledger::open(crashed, k.chain.clone(), end, dk(), 3_000).unwrap();
         for (n, loc) in written.iter().enumerate() {
             let id = format!("c{}-{}", n / 7, n % 7);
             let rk = RecordKey {
@@ -2074,7 +2592,7 @@ mod tests {
                 record_id: format!("imp{i}"),
                 subjects: vec![SubjectRef(Hash([8; 32]))],
                 version: 1,
-                commitment: Hash([i; 32]),
+                commitment: committed(i).2,
                 issued_ms: 1,
             })
             .collect();
@@ -2106,9 +2624,9 @@ mod tests {
                         subjects: vec![],
                         // As in the members' bodies (the index derives from those).
                         subject_refs: vec![SubjectRef(Hash([8; 32]))],
-                        fields: BTreeMap::new(),
-                        secret: [0; 32],
-                        commitment: Hash([i as u8; 32]),
+                        fields: committed(i as u8).0,
+                        secret: committed(i as u8).1,
+                        commitment: committed(i as u8).2,
                         issued_ms: 1,
                         location: None,
                     },

@@ -7,6 +7,7 @@
 //!
 //! * [`config`] — `gateway.toml` with environment overrides.
 //! * [`keyfile`] — owner-only key files.
+//! * [`datakey`] — record values encrypted at rest under the city's data key.
 //! * [`store`] — [`store::Store`] with [`store::SledStore`] (flush before
 //!   acknowledge) and [`store::MemStore`].
 //! * [`ledger`] — the chain: blocks, endorsement ([`ledger::Endorser`]),
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod datakey;
 pub mod demo;
 pub mod guard;
 pub mod inbox;

@@ -140,6 +140,11 @@ enum Command {
         #[command(subcommand)]
         command: ChainCommand,
     },
+    /// The gateway's own store, offline (the gateway stopped).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Offline verification, trusting only the registry file.
     Inspect {
         #[command(subcommand)]
@@ -176,6 +181,25 @@ enum Command {
 enum ChainCommand {
     /// Export the chain from genesis (JSON, to standard output).
     Export,
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Check every block, value-log item and stored record of a stopped
+    /// gateway's data directory; prints each fault, exits non-zero on any.
+    Check {
+        /// The gateway's configuration (its data_dir, registry and data keys).
+        #[arg(long, env = "TONGBAN_CONFIG")]
+        config: PathBuf,
+    },
+    /// After a data-key rotation: re-encrypt every stored value under
+    /// `keys.data` (the old key listed under `keys.data_retired`), so that the
+    /// retired key can then be dropped. Gateway stopped; resumable.
+    Reseal {
+        /// The gateway's configuration.
+        #[arg(long, env = "TONGBAN_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -308,6 +332,8 @@ enum GenKind {
     Signing,
     /// A city's subject-reference key.
     Subject,
+    /// A gateway's data key (record values at rest; `keys.data`).
+    Data,
 }
 
 #[derive(Subcommand)]
@@ -460,11 +486,62 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                     )?;
                     lines.push(format!("# subject key written to {} (secret; share only with the city's departments)", p.display()));
                 }
+                GenKind::Data => {
+                    let p = g.out.join(format!("{file_id}.data.key"));
+                    let secret = gateway::keyfile::random_secret();
+                    gateway::keyfile::write(&p, gateway::keyfile::KeyKind::Data, &g.id, &secret)?;
+                    lines.push(format!(
+                        "# data key {} written to {} (secret; never leaves the gateway; back it up: without it the record values cannot be read)",
+                        hex::encode(gateway::datakey::key_id(&secret)),
+                        p.display()
+                    ));
+                }
             }
             println!("# public parts for the registry entry `{}`:", g.id);
             for l in lines {
                 println!("{l}");
             }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Store {
+            command: StoreCommand::Check { config },
+        } => {
+            let cfg = Config::load(&config, &|k| std::env::var(k).ok())?;
+            let check =
+                tokio::task::spawn_blocking(move || gateway::server::check_store(&cfg)).await?;
+            let check = match check {
+                Ok(c) => c,
+                Err(e) => {
+                    // Damaged, or still open by a running gateway (sled's lock).
+                    eprintln!("error: the store cannot be opened: {e:#}");
+                    return Ok(std::process::ExitCode::FAILURE);
+                }
+            };
+            for p in &check.problems {
+                eprintln!("store.corrupt: {p}");
+            }
+            println!(
+                "{} blocks and {} transactions verified, {} record values checked, {} problem(s)",
+                check.open.blocks,
+                check.open.transactions,
+                check.records,
+                check.problems.len()
+            );
+            Ok(if check.problems.is_empty() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            })
+        }
+        Command::Store {
+            command: StoreCommand::Reseal { config },
+        } => {
+            let cfg = Config::load(&config, &|k| std::env::var(k).ok())?;
+            let (blocks, values) =
+                tokio::task::spawn_blocking(move || gateway::server::reseal_store(&cfg)).await??;
+            println!(
+                "{values} stored values in {blocks} blocks re-encrypted under keys.data; the retired keys are no longer needed"
+            );
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Region {

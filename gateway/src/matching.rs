@@ -147,6 +147,18 @@ fn internal(e: impl std::fmt::Display) -> Refusal {
     refuse("internal", "the provider could not complete the answer")
 }
 
+/// A failed read of a stored record: `store.corrupt` when a value failed its
+/// check (never answered from), `internal` otherwise.
+fn stored(e: crate::ledger::LedgerError) -> Refusal {
+    match e.code() {
+        "store.corrupt" => refuse(
+            "store.corrupt",
+            "a stored record failed its integrity check; no answer is given from it",
+        ),
+        _ => internal(e),
+    }
+}
+
 /// Answers a match request as the provider's gateway.
 pub async fn answer(state: &AppState, req: MatchRequest) -> Result<MatchAnswer, Refusal> {
     let now = state.clock.now_ms();
@@ -464,16 +476,16 @@ fn evaluate(
     let keys: Vec<RecordKey> = state
         .ledger
         .records_of_subject(subject)
-        .map_err(internal)?
+        .map_err(stored)?
         .into_iter()
         .filter(|k| k.department == req.provider && k.record_type == q.record_type)
         .collect();
     for k in keys {
-        let Some(st) = state.ledger.record_state(&k).map_err(internal)? else {
+        let Some(st) = state.ledger.record_state(&k).map_err(stored)? else {
             continue;
         };
         let Some(v) = st.current() else { continue };
-        let Some(r) = state.ledger.record_version(&k, v).map_err(internal)? else {
+        let Some(r) = state.ledger.record_version(&k, v).map_err(stored)? else {
             continue;
         };
         // Only a version that still names the subject counts.

@@ -119,6 +119,11 @@ impl Metrics {
             "# TYPE tongban_writer_failed gauge\ntongban_writer_failed {}\n",
             u8::from(state.writer.failed())
         ));
+        out.push_str(&format!(
+            "# TYPE tongban_store_corrupt_values_total counter\ntongban_store_corrupt_values_total {}\n# TYPE tongban_store_full_blocks_total counter\ntongban_store_full_blocks_total {}\n",
+            state.ledger.corrupt_values(),
+            stats.full.load(std::sync::atomic::Ordering::Relaxed)
+        ));
         let ix = state.ledger.index_stats();
         out.push_str(&format!(
             "# TYPE tongban_index_memtable_entries gauge\ntongban_index_memtable_entries {}\n# TYPE tongban_index_frozen_memtables gauge\ntongban_index_frozen_memtables {}\n# TYPE tongban_index_runs gauge\ntongban_index_runs {}\n# TYPE tongban_index_run_entries gauge\ntongban_index_run_entries {}\n# TYPE tongban_index_runs_written_total counter\ntongban_index_runs_written_total {}\n",

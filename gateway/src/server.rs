@@ -95,6 +95,7 @@ impl Gateway {
             );
         }
         let (_, subject_key): (_, SubjectKey) = keyfile::read_subject(&cfg.keys.subject)?;
+        let data_keys = Arc::new(read_data_keys(cfg)?);
         let mut custody = std::collections::HashMap::new();
         for p in &cfg.keys.custody {
             let (id, k) = keyfile::read_hpke(p)?;
@@ -159,13 +160,22 @@ impl Gateway {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("data_dir {}", cfg.data_dir.display()))?;
         let store: Arc<dyn crate::store::Store> = Arc::new(
-            SledStore::open(&cfg.data_dir.join("ledger")).context("opening the ledger store")?,
+            SledStore::open(&cfg.data_dir.join("ledger")).with_context(|| {
+                format!(
+                    "opening the ledger store {} (run `tongban store check`; restore from a backup if it is damaged)",
+                    cfg.data_dir.join("ledger").display()
+                )
+            })?,
         );
         // The ledger's look-up index in a database of its own: its background
         // writes never hold the ledger's write lock or lengthen its flushes.
         let index_store: Arc<dyn crate::store::Store> = Arc::new(
-            SledStore::open_derived(&cfg.data_dir.join("index"), 256 << 20)
-                .context("opening the index store")?,
+            SledStore::open_derived(&cfg.data_dir.join("index"), 256 << 20).with_context(|| {
+                format!(
+                    "opening the index store {}",
+                    cfg.data_dir.join("index").display()
+                )
+            })?,
         );
         let light = Arc::new(
             LightClients::open(store.clone(), roots.clone(), &city.chain.chain_id)
@@ -189,6 +199,7 @@ impl Gateway {
             store,
             chain,
             Arc::new(LocalEndorsers::new(endorsers)),
+            data_keys,
             clock.now_ms(),
             crate::index::IndexConfig {
                 memtable_entries: cfg.ledger.index_memtable_entries,
@@ -197,6 +208,7 @@ impl Gateway {
             index_store,
         )
         .context("opening the ledger")?;
+        ledger.set_min_free_bytes(cfg.ledger.min_free_bytes);
         let ledger = Arc::new(ledger);
         let (writer, writer_thread) = Writer::spawn(
             ledger.clone(),
@@ -306,6 +318,96 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// What `tongban store check` found.
+#[derive(Debug)]
+pub struct StoreCheck {
+    /// What opening the ledger verified (chain, value-log extents).
+    pub open: OpenReport,
+    /// Record values opened and checked against their commitments.
+    pub records: u64,
+    /// Every fault found (empty: the store is sound).
+    pub problems: Vec<String>,
+}
+
+/// Checks the stopped gateway's store offline: opens it as the gateway would
+/// (every block against its certificate and tx root, every value-log pointer
+/// against its segment), then opens every stored record value under the data
+/// keys and checks it against its commitment on chain, and the index against
+/// the blocks. Writes nothing, except what opening the store always does
+/// (sled's recovery, the index's replay of recent blocks). An error: the
+/// store cannot even be opened (a message naming what failed).
+pub fn check_store(cfg: &Config) -> anyhow::Result<StoreCheck> {
+    let (ledger, open) = open_stopped(cfg)?;
+    let mut problems = Vec::new();
+    let records = ledger.check_values(&mut |p| problems.push(p))?;
+    Ok(StoreCheck {
+        open,
+        records,
+        problems,
+    })
+}
+
+/// Opens the store of a stopped gateway (no writer, no server).
+fn open_stopped(cfg: &Config) -> anyhow::Result<(Ledger, OpenReport)> {
+    let registry = regions::load_pinned(&cfg.registry, cfg.registry_sha256)
+        .with_context(|| format!("registry {}", cfg.registry.display()))?;
+    let roots = registry
+        .trust_roots(cfg.registry_sha256)
+        .context("registry validation")?;
+    let city = registry
+        .city(&cfg.city)
+        .with_context(|| format!("city `{}` is not in the registry", cfg.city))?;
+    let chain = roots
+        .chains
+        .get(&city.chain.chain_id)
+        .context("the city's chain is missing from the trust roots")?
+        .clone();
+    let data = Arc::new(read_data_keys(cfg)?);
+    let dir = cfg.data_dir.join("ledger");
+    if !dir.join("db").exists() {
+        bail!("no ledger store in {}", dir.display());
+    }
+    let store: Arc<dyn crate::store::Store> =
+        Arc::new(SledStore::open(&dir).context("opening the ledger store")?);
+    let index_store: Arc<dyn crate::store::Store> = Arc::new(
+        SledStore::open_derived(&cfg.data_dir.join("index"), 256 << 20)
+            .context("opening the index store")?,
+    );
+    let (ledger, open) = Ledger::open_with(
+        store,
+        chain,
+        // Opening an existing store endorses nothing.
+        Arc::new(LocalEndorsers::new(Vec::new())),
+        data,
+        0,
+        crate::index::IndexConfig {
+            memtable_entries: cfg.ledger.index_memtable_entries,
+            ..crate::index::IndexConfig::default()
+        },
+        index_store,
+    )
+    .context("opening the ledger")?;
+    Ok((ledger, open))
+}
+
+/// Re-encrypts a stopped gateway's stored values under `keys.data` (after a
+/// rotation, with the old key under `keys.data_retired`); returns (blocks,
+/// values) rewritten. Then the retired keys may be removed from the config.
+pub fn reseal_store(cfg: &Config) -> anyhow::Result<(u64, u64)> {
+    let (ledger, _) = open_stopped(cfg)?;
+    Ok(ledger.reseal_values()?)
+}
+
+/// The data keys of `keys.data` (writes) and `keys.data_retired` (read only).
+pub fn read_data_keys(cfg: &Config) -> anyhow::Result<crate::datakey::DataKeys> {
+    let (_, current) = keyfile::read_data(&cfg.keys.data).context("keys.data")?;
+    let mut retired = Vec::new();
+    for p in &cfg.keys.data_retired {
+        retired.push(keyfile::read_data(p).context("keys.data_retired")?.1);
+    }
+    Ok(crate::datakey::DataKeys::new(&current, &retired))
 }
 
 /// Resolves on SIGINT or SIGTERM.

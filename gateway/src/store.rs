@@ -17,9 +17,15 @@ pub enum StoreError {
     /// The underlying database failed.
     #[error("storage: {0}")]
     Backend(String),
+    /// The file system is full (`ENOSPC`) and nothing of the batch was
+    /// applied: writing may resume once space is freed.
+    #[error("storage full: {0}")]
+    Full(String),
 }
 
 impl From<sled::Error> for StoreError {
+    /// A sled failure is never [`StoreError::Full`], even for `ENOSPC`: a
+    /// batch it failed may be half applied in its memory, so the writer stops.
     fn from(e: sled::Error) -> Self {
         StoreError::Backend(e.to_string())
     }
@@ -145,6 +151,10 @@ pub trait Store: Send + Sync + 'static {
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
         self.commit(batch)
     }
+    /// Free bytes on the store's file system (`None`: not on a file system).
+    fn available_space(&self) -> Option<u64> {
+        None
+    }
     /// Bytes used on disk (an estimate; 0 for memory).
     fn size_on_disk(&self) -> u64;
     /// A whole pack written with [`WriteBatch::put_pack`].
@@ -181,6 +191,7 @@ pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
     values: Option<ValueLog>,
+    dir: std::path::PathBuf,
 }
 
 /// Packs of one batch up to this many bytes in total stay inside sled.
@@ -236,7 +247,62 @@ impl SledStore {
             Some(_) => Some(ValueLog::open(&dir.join("values"))?),
             None => None,
         };
-        Ok(SledStore { db, tree, values })
+        let store = SledStore {
+            db,
+            tree,
+            values,
+            dir: dir.to_owned(),
+        };
+        store.check_value_log()?;
+        Ok(store)
+    }
+    /// Every pointer into the value log must name bytes its segment holds: a
+    /// segment cut short (a lost tail, a bad copy) is refused on open, naming
+    /// it, rather than failing reads later.
+    fn check_value_log(&self) -> Result<(), StoreError> {
+        let Some(values) = &self.values else {
+            return Ok(());
+        };
+        let lens = values.segment_lens()?;
+        let mut need: Vec<u64> = vec![0; lens.len()];
+        for r in self.tree.scan_prefix(RESERVED) {
+            let (k, v) = r?;
+            let (at, _) = decode_pointer(&v)?;
+            let end = at.offset + u64::from(at.len);
+            match need.get_mut(at.segment as usize) {
+                Some(n) => *n = (*n).max(end),
+                None => {
+                    return Err(StoreError::Backend(format!(
+                        "value log: {} points into segment {:08}.vlog, which does not exist (the value log holds {} segments)",
+                        String::from_utf8_lossy(&k[RESERVED.len()..]).escape_debug(),
+                        at.segment,
+                        lens.len()
+                    )));
+                }
+            }
+        }
+        for (n, (have, need)) in lens.iter().zip(&need).enumerate() {
+            if have < need {
+                return Err(StoreError::Backend(format!(
+                    "value log: segment {} is truncated: {have} bytes, values stored up to byte {need}; restore it from a backup (the store is refused rather than served with values missing)",
+                    self.dir
+                        .join("values")
+                        .join(format!("{n:08}.vlog"))
+                        .display()
+                )));
+            }
+        }
+        Ok(())
+    }
+    /// Every pointer into the value log: the pack key, its extent and item count.
+    pub fn value_pointers(&self) -> Result<Vec<(Vec<u8>, Extent, usize)>, StoreError> {
+        let mut out = Vec::new();
+        for r in self.tree.scan_prefix(RESERVED) {
+            let (k, v) = r?;
+            let (at, n) = decode_pointer(&v)?;
+            out.push((k[RESERVED.len()..].to_vec(), at, n));
+        }
+        Ok(out)
     }
     fn pointer(&self, key: &[u8]) -> Result<Option<(&ValueLog, Extent, usize)>, StoreError> {
         let Some(values) = &self.values else {
@@ -329,12 +395,18 @@ impl Store for SledStore {
                     let mut ptr = at.encode().to_vec();
                     ptr.extend_from_slice(&(packed_count(v).unwrap_or(0) as u32).to_be_bytes());
                     b.insert(pointer_key(k), ptr);
+                    // A pack rewritten (`tongban store reseal`) replaces an inline one.
+                    b.remove(k.as_slice());
                 }
                 // The values are durable before any pointer to them can be.
                 values.sync()?;
             }
             _ => {
                 for (k, v) in batch.packs {
+                    if self.values.is_some() {
+                        // ... and an inline pack one in the value log.
+                        b.remove(pointer_key(&k));
+                    }
                     b.insert(k, v);
                 }
             }
@@ -350,6 +422,9 @@ impl Store for SledStore {
     }
     fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0) + self.values.as_ref().map_or(0, ValueLog::size)
+    }
+    fn available_space(&self) -> Option<u64> {
+        fs2::available_space(&self.dir).ok()
     }
     fn get_pack(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(v) = self.tree.get(key)? {
@@ -600,13 +675,51 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(got, Some(307));
-        // A lost segment is an error, never an absent value.
+        // A lost segment is an error, never an absent value: refused on open
+        // (a_truncated_value_log_segment_is_refused_on_open).
         drop(s);
         std::fs::remove_file(dir.path().join("values").join("00000000.vlog")).unwrap();
         std::fs::write(dir.path().join("values").join("00000000.vlog"), b"").unwrap();
-        let s = SledStore::open(dir.path()).unwrap();
-        assert!(s.pack_item(b"Tp", 7, &mut |_| {}).is_err());
-        assert!(s.get_pack(b"Tp").is_err());
+        assert!(SledStore::open(dir.path()).is_err());
+    }
+
+    /// Issue 15 item 11: a value-log segment cut short is refused on open,
+    /// naming the segment, instead of failing reads (500) later.
+    #[test]
+    fn a_truncated_value_log_segment_is_refused_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            packs(&s, true);
+        }
+        let seg = dir.path().join("values").join("00000000.vlog");
+        let len = std::fs::metadata(&seg).unwrap().len();
+        // A longer segment (bytes after a crash that no pointer names) is fine.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&seg)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"junk"))
+            .unwrap();
+        drop(SledStore::open(dir.path()).unwrap());
+        for cut in [len - 1, len / 2, 0] {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&seg)
+                .and_then(|f| f.set_len(cut))
+                .unwrap();
+            let e = SledStore::open(dir.path())
+                .err()
+                .unwrap_or_else(|| panic!("a segment cut to {cut} bytes was opened"))
+                .to_string();
+            assert!(
+                e.contains("00000000.vlog") && e.contains("truncated"),
+                "{e}"
+            );
+        }
+        // A missing segment named by a pointer: refused as well.
+        std::fs::remove_file(&seg).unwrap();
+        let e = SledStore::open(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("00000000.vlog"), "{e}");
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub fn city_files(city: &str, extra: &str) -> CityFiles {
 
 /// Lays out a runnable example gateway for `city` in `dir`: a copy of the example
 /// registry, **test** key files (the gateway's, three endorsers', the subject
-/// key, and every department's of the city, under `keys/`), and `gateway.toml`
+/// key, the data key, and every department's of the city, under `keys/`), and `gateway.toml`
 /// listening on `listen`. Returns the config and registry paths.
 pub fn write_city(
     dir: &Path,
@@ -110,6 +110,14 @@ pub fn write_city(
         KeyKind::Subject,
         city,
         &subject_key(city).to_bytes(),
+    );
+    // The data key record values are encrypted under at rest.
+    write_key(
+        &keys,
+        "data.key",
+        KeyKind::Data,
+        &gw_id,
+        &test_seed(&format!("{city}/data")),
     );
     let mut custody = Vec::new();
     for d in &c.departments {
@@ -180,6 +188,7 @@ http_listen = "{listen}"
 gateway = "keys/gateway.key"
 endorsers = [{}]
 subject = "keys/subject.key"
+data = "keys/data.key"
 custody = [{}]
 centres = [{}]
 {extra}

@@ -73,7 +73,12 @@ pub struct ValueLog {
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Backend(format!("value log: {what} {}: {e}", path.display()))
+    let m = format!("value log: {what} {}: {e}", path.display());
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        StoreError::Full(m)
+    } else {
+        StoreError::Backend(m)
+    }
 }
 
 fn segment_path(dir: &Path, n: u32) -> PathBuf {
@@ -221,6 +226,20 @@ impl ValueLog {
         f.read_exact_at(&mut buf, at.offset + offset)
             .map_err(|e| io("read", &segment_path(&self.dir, at.segment), e))?;
         Ok(buf)
+    }
+
+    /// The length of every segment, in order.
+    pub fn segment_lens(&self) -> Result<Vec<u64>, StoreError> {
+        let files = self.files.read().map_err(|_| Self::poisoned())?;
+        files
+            .iter()
+            .enumerate()
+            .map(|(n, f)| {
+                f.metadata()
+                    .map(|m| m.len())
+                    .map_err(|e| io("stat", &segment_path(&self.dir, n as u32), e))
+            })
+            .collect()
     }
 
     /// Bytes in all segments.

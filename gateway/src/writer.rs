@@ -4,8 +4,11 @@
 //! everything that arrives within one block interval (or up to the block size),
 //! applies it as one block — one endorsement, one atomic batch, **one flush** —
 //! and only then answers each sender. Durability costs one flush per block, not
-//! one per record. A full queue is refused at once (back-pressure), and after a
-//! storage failure the writer stops: nothing more is acknowledged.
+//! one per record. A full queue is refused at once (back-pressure). A block
+//! refused because the file system is full (`store.full`: nothing of it was
+//! written) is answered as such and the writer goes on, so writes resume once
+//! space is freed; after any other storage failure the writer stops: nothing
+//! more is acknowledged.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -55,6 +58,8 @@ pub struct WriterStats {
     pub blocks: AtomicU64,
     /// Transactions written.
     pub txs: AtomicU64,
+    /// Blocks refused because the file system was full (`store.full`).
+    pub full: AtomicU64,
 }
 
 /// A handle to the writer thread; cloning shares the queue.
@@ -173,6 +178,7 @@ fn run(
             all.extend(s.intents);
             replies.push(s.reply);
         }
+        let full = &stats.full;
         match ledger.apply(all, clock.now_ms()) {
             Ok(outcomes) => {
                 let written = outcomes
@@ -190,13 +196,21 @@ fn run(
                     let _ = reply.send(Ok(part));
                 }
             }
+            Err(e) if e.code() == "store.full" => {
+                // Nothing of this block was written: refuse it and keep
+                // going, so that writes resume once space is freed.
+                tracing::error!(code = "store.full", error = %e, "ledger write refused: the data directory's file system is full");
+                full.fetch_add(1, Ordering::Relaxed);
+                for reply in replies {
+                    let _ = reply.send(Err(e.for_waiter()));
+                }
+            }
             Err(e) => {
                 // Fail-stop: nothing of this block is acknowledged, nothing more is accepted.
                 tracing::error!(error = %e, "ledger write failed; the writer stops");
                 failed.store(true, Ordering::Relaxed);
-                let msg = e.to_string();
                 for reply in replies {
-                    let _ = reply.send(Err(LedgerError::Endorse(msg.clone())));
+                    let _ = reply.send(Err(e.for_waiter()));
                 }
                 return;
             }

@@ -29,6 +29,7 @@ fn refusal_status(code: &str) -> StatusCode {
         "match.malformed_answer" => StatusCode::BAD_GATEWAY,
         "match.rate_limited" | "match.daily_cap" => StatusCode::TOO_MANY_REQUESTS,
         "ledger.unavailable" | "internal" => StatusCode::SERVICE_UNAVAILABLE,
+        "store.corrupt" => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }

@@ -147,7 +147,23 @@ pub struct RefusalCode(pub std::borrow::Cow<'static, str>);
 
 impl From<crate::ledger::LedgerError> for ApiError {
     fn from(e: crate::ledger::LedgerError) -> Self {
-        ApiError::internal(e)
+        match e.code() {
+            // Logged and counted by the ledger where it was found.
+            "store.corrupt" => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store.corrupt",
+                "a stored value failed its integrity check; it is not served (see the gateway log, run `tongban store check`)",
+            ),
+            "store.full" => {
+                tracing::error!(error = %e, "write refused: storage full");
+                Self::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "store.full",
+                    "the gateway's storage is full; nothing was written; retry once space is freed",
+                )
+            }
+            _ => ApiError::internal(e),
+        }
     }
 }
 

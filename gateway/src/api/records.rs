@@ -59,7 +59,7 @@ fn submit_error(e: SubmitError) -> ApiError {
             "ledger.stopped",
             "the ledger writer has stopped; nothing was written",
         ),
-        SubmitError::Ledger(e) => ApiError::internal(e),
+        SubmitError::Ledger(e) => e.into(),
     }
 }
 
