@@ -192,7 +192,12 @@ async fn an_oversized_frame_disconnects_its_sender_and_nothing_else() {
         .request("b", "echo", vec![7u8; 64 * 1024])
         .await
         .unwrap_err();
-    assert_eq!(err.code(), "relay.unreachable", "{err}");
+    // b answers `relay.too_large` and closes the connection: a sees the
+    // refusal, or the closed connection first, depending on timing.
+    assert!(
+        matches!(err.code(), "relay.unreachable" | "relay.too_large"),
+        "{err}"
+    );
     assert!(b.stats().malformed.load(Ordering::Relaxed) >= 1);
     // b still serves others, and a again once it sends sane frames (on a new
     // connection: a first sees b close the one it misused).
