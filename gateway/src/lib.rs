@@ -17,6 +17,8 @@
 //! * [`auth`] — signed requests: no shared secrets, replay window.
 //! * [`api`] — the HTTP routes ([`api::router`]) and [`api::ApiError`].
 //! * [`server`] — [`server::Gateway::open`] and [`server::Gateway::serve`].
+//! * [`http_serve`] — the HTTP connection loop: caps, per-address limits,
+//!   timeouts, accept back-off, shutdown deadline.
 //! * [`client`] — the signing HTTP client the CLI and tests use.
 //! * [`metrics`], [`state`], [`clock`].
 pub mod api;
@@ -29,6 +31,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod http_serve;
 pub mod demo;
 pub mod inbox;
 pub mod index;

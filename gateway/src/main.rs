@@ -336,6 +336,11 @@ fn main() -> std::process::ExitCode {
         "info"
     };
     init_logs(cli.log_format, default);
+    if matches!(cli.command, Command::Serve { .. } | Command::Utility { .. }) {
+        // A server holds a descriptor per connection: use the hard limit.
+        let (soft, hard) = gateway::http_serve::raise_fd_limit();
+        tracing::debug!(soft, hard, "open-file limit");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
