@@ -980,7 +980,7 @@ async fn receive(
         hpke,
         seen: std::sync::Mutex::new(std::collections::HashSet::new()),
     });
-    let listener = tokio::net::TcpListener::bind(listen)
+    let listener = crate::http_serve::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
     {

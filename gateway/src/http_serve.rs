@@ -211,6 +211,34 @@ pub fn fitted_cap(configured: usize) -> usize {
     configured.min(usize::try_from(room).unwrap_or(usize::MAX))
 }
 
+/// Pending connections the kernel may queue for accept (capped by
+/// `net.core.somaxconn`): a burst of new connections waits there instead of
+/// having its handshakes dropped and retried seconds later.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener on `addr` (`host:port`) with [`LISTEN_BACKLOG`].
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let s = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        s.set_reuseaddr(true)?;
+        match s.bind(a).and_then(|()| s.listen(LISTEN_BACKLOG)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("`{addr}` resolves to no address"),
+        )
+    }))
+}
+
 /// Connections per client address.
 struct Addresses {
     limit: usize,

@@ -398,7 +398,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             })
             .await?;
             let (gw, cfg) = (gw.0?, gw.1);
-            let listener = tokio::net::TcpListener::bind(&cfg.http_listen)
+            let listener = gateway::http_serve::bind(&cfg.http_listen)
                 .await
                 .with_context(|| format!("binding {}", cfg.http_listen))?;
             let addr = listener.local_addr()?;

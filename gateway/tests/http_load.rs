@@ -145,14 +145,20 @@ async fn two_thousand_held_connections_while_signed_requests_are_served() {
     }
     // The gateway holds them (accepted, not waiting in the backlog).
     let mut open = 0.0;
+    let mut m = String::new();
     for _ in 0..40 {
-        open = metric(&metrics(addr).await, "tongban_http_connections_open").unwrap_or(0.0);
+        m = metrics(addr).await;
+        open = metric(&m, "tongban_http_connections_open").unwrap_or(0.0);
         if open >= total as f64 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(open >= total as f64, "the gateway holds {open} of {total} connections");
+    assert!(
+        open >= total as f64,
+        "the gateway holds {open} of {total} connections: {}",
+        m.lines().filter(|l| l.starts_with("tongban_http_conn") || l.starts_with("tongban_http_accept")).collect::<Vec<_>>().join("\n")
+    );
     eprintln!("{total} connections held after {:?}", t_open.elapsed());
 
     // Meanwhile: four signed clients publish and read back; /healthz on a
