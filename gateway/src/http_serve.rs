@@ -195,10 +195,7 @@ pub fn raise_fd_limit() -> (u64, u64) {
         );
     }
     let l = getrlimit(Resource::Nofile);
-    (
-        l.current.unwrap_or(u64::MAX),
-        l.maximum.unwrap_or(u64::MAX),
-    )
+    (l.current.unwrap_or(u64::MAX), l.maximum.unwrap_or(u64::MAX))
 }
 
 /// The connection cap to apply: `configured`, lowered to fit under the
@@ -588,10 +585,7 @@ impl AsyncWrite for WatchedIo {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let r = Pin::new(&mut self.inner).poll_shutdown(cx);
         self.note(&r);
         r

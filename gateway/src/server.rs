@@ -328,5 +328,7 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutdown signal received; finishing requests in flight (up to http.shutdown_grace_ms)");
+    tracing::info!(
+        "shutdown signal received; finishing requests in flight (up to http.shutdown_grace_ms)"
+    );
 }

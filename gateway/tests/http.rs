@@ -195,10 +195,22 @@ async fn header_body_idle_and_write_timeouts_close_held_connections() {
 
     let m = metrics(addr).await;
     for (series, at_least) in [
-        ("tongban_http_connections_timed_out_total{phase=\"header\"}", 2.0),
-        ("tongban_http_connections_timed_out_total{phase=\"body\"}", 1.0),
-        ("tongban_http_connections_timed_out_total{phase=\"idle\"}", 1.0),
-        ("tongban_http_connections_timed_out_total{phase=\"write\"}", 1.0),
+        (
+            "tongban_http_connections_timed_out_total{phase=\"header\"}",
+            2.0,
+        ),
+        (
+            "tongban_http_connections_timed_out_total{phase=\"body\"}",
+            1.0,
+        ),
+        (
+            "tongban_http_connections_timed_out_total{phase=\"idle\"}",
+            1.0,
+        ),
+        (
+            "tongban_http_connections_timed_out_total{phase=\"write\"}",
+            1.0,
+        ),
     ] {
         let v = metric(&m, series).unwrap_or_else(|| panic!("no {series} in {m}"));
         assert!(v >= at_least, "{series} = {v}, expected ≥ {at_least}");
@@ -322,7 +334,9 @@ async fn accept_errors_when_out_of_file_descriptors_back_off_and_recover() {
     let mut child = Proc::from(child);
     let addr = sock_addr(&url);
     let pid = child.id();
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
     let set = |n: &str| {
         let st = Command::new("prlimit")
             .args(["--pid", &pid.to_string(), &format!("--nofile={n}")])
@@ -332,7 +346,14 @@ async fn accept_errors_when_out_of_file_descriptors_back_off_and_recover() {
     };
     let original = String::from_utf8(
         Command::new("prlimit")
-            .args(["--pid", &pid.to_string(), "--nofile", "-o", "SOFT", "--noheadings"])
+            .args([
+                "--pid",
+                &pid.to_string(),
+                "--nofile",
+                "-o",
+                "SOFT",
+                "--noheadings",
+            ])
             .output()
             .unwrap()
             .stdout,

@@ -40,7 +40,12 @@ struct Held {
     received: Received,
 }
 
-async fn hold(kind: Kind, from: std::net::IpAddr, to: std::net::SocketAddr, opened: Arc<AtomicUsize>) -> Held {
+async fn hold(
+    kind: Kind,
+    from: std::net::IpAddr,
+    to: std::net::SocketAddr,
+    opened: Arc<AtomicUsize>,
+) -> Held {
     let s = connect_from(from, to).await.expect("connect");
     let t0 = Instant::now();
     opened.fetch_add(1, Ordering::Relaxed);
@@ -157,7 +162,10 @@ async fn two_thousand_held_connections_while_signed_requests_are_served() {
     assert!(
         open >= total as f64,
         "the gateway holds {open} of {total} connections: {}",
-        m.lines().filter(|l| l.starts_with("tongban_http_conn") || l.starts_with("tongban_http_accept")).collect::<Vec<_>>().join("\n")
+        m.lines()
+            .filter(|l| l.starts_with("tongban_http_conn") || l.starts_with("tongban_http_accept"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     eprintln!("{total} connections held after {:?}", t_open.elapsed());
 
@@ -170,7 +178,13 @@ async fn two_thousand_held_connections_while_signed_requests_are_served() {
         workers.push(tokio::spawn(async move {
             let gw = files.registry.city("nanjing").unwrap().gateway.id.clone();
             let c = Client::new(&url, DEPT, key(DEPT), &gw);
-            let chain = files.registry.city("nanjing").unwrap().chain.chain_id.clone();
+            let chain = files
+                .registry
+                .city("nanjing")
+                .unwrap()
+                .chain
+                .chain_id
+                .clone();
             let (mut signed, mut health) = (Vec::new(), Vec::new());
             let start = Instant::now();
             let mut n = 0u64;
@@ -216,11 +230,18 @@ async fn two_thousand_held_connections_while_signed_requests_are_served() {
         signed.len(),
         health.len()
     );
-    assert!(signed.len() >= 40, "only {} signed requests in {measure:?}", signed.len());
+    assert!(
+        signed.len() >= 40,
+        "only {} signed requests in {measure:?}",
+        signed.len()
+    );
     assert!(ps <= Duration::from_secs(1), "signed requests p99 {ps:?}");
     assert!(ph <= Duration::from_secs(1), "/healthz p99 {ph:?}");
     let still = metric(&metrics(addr).await, "tongban_http_connections_open").unwrap_or(0.0);
-    assert!(still >= total as f64, "held throughout the measurement ({still})");
+    assert!(
+        still >= total as f64,
+        "held throughout the measurement ({still})"
+    );
 
     // Then the timeouts close every held connection, the slow ones with 408.
     let mut by_kind = [0usize; 3];
@@ -243,11 +264,22 @@ async fn two_thousand_held_connections_while_signed_requests_are_served() {
         by_kind[h.kind as usize] += 1;
     }
     let m = metrics(addr).await;
-    let header = metric(&m, "tongban_http_connections_timed_out_total{phase=\"header\"}").unwrap();
-    let body = metric(&m, "tongban_http_connections_timed_out_total{phase=\"body\"}").unwrap();
+    let header = metric(
+        &m,
+        "tongban_http_connections_timed_out_total{phase=\"header\"}",
+    )
+    .unwrap();
+    let body = metric(
+        &m,
+        "tongban_http_connections_timed_out_total{phase=\"body\"}",
+    )
+    .unwrap();
     assert!(header >= (by_kind[0] + by_kind[1]) as f64, "{m}");
     assert!(body >= by_kind[2] as f64, "{m}");
-    assert!(metric(&m, "tongban_http_connections_open").unwrap() < 10.0, "{m}");
+    assert!(
+        metric(&m, "tongban_http_connections_open").unwrap() < 10.0,
+        "{m}"
+    );
     assert!(child.try_wait().unwrap().is_none());
     child.kill().unwrap();
     child.wait().unwrap();

@@ -134,7 +134,9 @@ impl Response {
         let v = self.json();
         assert_eq!(v["error"]["code"], code, "{v}");
         assert!(
-            v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
             "{v}"
         );
     }
