@@ -393,12 +393,18 @@ fn status_code_name(status: StatusCode) -> &'static str {
     }
 }
 
-/// The outermost layer: an error answer that does not carry the API's JSON
-/// error body (one made by axum rather than by [`ApiError`]) gets it, with
-/// the stable code of its status and axum's short text as the message.
+/// The outermost layer: an error answer that is not JSON (one made by axum
+/// rather than by a handler) gets the API's JSON error body, with the stable
+/// code of its status and axum's short text as the message. JSON answers
+/// ([`ApiError`], the 503 of `/readyz`, the 502 of a match) pass unchanged.
 pub async fn json_errors(resp: Response) -> Response {
     let status = resp.status();
-    if status.as_u16() < 400 || resp.extensions().get::<RefusalCode>().is_some() {
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || json || resp.extensions().get::<RefusalCode>().is_some() {
         return resp;
     }
     let (parts, body) = resp.into_parts();
@@ -426,6 +432,62 @@ pub async fn json_errors(resp: Response) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+
+    async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, String, String) {
+        let resp = tower_service::Service::call(&mut app.clone(), req)
+            .await
+            .unwrap();
+        let status = resp.status();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, ct, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// An error axum makes itself (here the 415 of its `Json` extractor, in
+    /// plain text) gets the API's JSON error body; a JSON error passes as is.
+    #[tokio::test]
+    async fn errors_made_by_axum_get_the_json_error_body() {
+        let app = axum::Router::new()
+            .route(
+                "/json",
+                axum::routing::post(|_: axum::Json<serde_json::Value>| async {}),
+            )
+            .route(
+                "/own",
+                axum::routing::get(|| async {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(serde_json::json!({"status": "not_ready"})),
+                    )
+                }),
+            )
+            .layer(axum::middleware::map_response(super::json_errors));
+        let (status, ct, body) =
+            call(&app, Request::post("/json").body(Body::from("{}")).unwrap()).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(ct.starts_with("application/json"), "{ct}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["code"], "request.unsupported_media_type", "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("Content-Type"),
+            "{v}"
+        );
+        let (status, _, body) = call(&app, Request::get("/own").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, r#"{"status":"not_ready"}"#);
+    }
+
     /// Every route the router serves is documented in the OpenAPI document,
     /// and nothing else is.
     #[test]
