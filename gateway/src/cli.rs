@@ -955,12 +955,22 @@ async fn receive_push(
         );
     }
     let (parts, body) = req.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, MAX_PUSH_BODY).await else {
-        return refuse(
-            413,
-            "webhook.too_large",
-            format!("body larger than {MAX_PUSH_BODY} bytes"),
-        );
+    let body = match axum::body::to_bytes(body, MAX_PUSH_BODY).await {
+        Ok(b) => b,
+        Err(e) if crate::http_serve::is_body_timeout(&e) => {
+            return refuse(
+                408,
+                "webhook.timeout",
+                "the body did not arrive in time".into(),
+            );
+        }
+        Err(_) => {
+            return refuse(
+                413,
+                "webhook.too_large",
+                format!("body larger than {MAX_PUSH_BODY} bytes"),
+            );
+        }
     };
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let pq = parts
@@ -1033,7 +1043,7 @@ async fn receive(
         hpke,
         seen: std::sync::Mutex::new(std::collections::HashSet::new()),
     });
-    let listener = tokio::net::TcpListener::bind(listen)
+    let listener = crate::http_serve::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
     {
@@ -1042,10 +1052,15 @@ async fn receive(
         out.flush()?;
     }
     let app = axum::Router::new().fallback(receive_push).with_state(r);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(crate::server::shutdown_signal())
-        .await
-        .context("webhook receiver")?;
+    // The gateway's connection limits and timeouts, at their defaults.
+    crate::http_serve::serve(
+        listener,
+        app,
+        crate::http_serve::Limits::default(),
+        std::sync::Arc::default(),
+        crate::server::shutdown_signal(),
+    )
+    .await;
     Ok(std::process::ExitCode::SUCCESS)
 }
 

@@ -30,9 +30,15 @@
 //! sync_interval_ms = 500
 //! request_timeout_ms = 10000
 //!
-//! [http]              # optional
+//! [http]              # optional (defaults shown)
 //! max_body_bytes = 16777216
 //! clock_skew_ms = 30000
+//! max_connections = 4096              # at most this many at once (fitted under `ulimit -n`)
+//! max_connections_per_address = 256   # per client IP
+//! header_read_timeout_ms = 10000      # whole request head
+//! body_read_timeout_ms = 60000        # whole request body
+//! idle_timeout_ms = 30000             # keep-alive wait; stalled response writes
+//! shutdown_grace_ms = 10000           # after SIGTERM, then open connections are dropped
 //!
 //! [webhooks]          # optional: push inbox items (TONGBAN_WEBHOOKS="member=url,…")
 //! "nanjing.electricity" = "http://10.0.0.7:9000/tongban"
@@ -156,7 +162,7 @@ impl Default for LedgerSettings {
     }
 }
 
-/// HTTP limits.
+/// HTTP limits (`gateway/src/http_serve.rs` says how each is applied).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
@@ -165,6 +171,24 @@ pub struct HttpSettings {
     /// Accepted clock skew for signed HTTP requests (ms). Match requests
     /// use the protocol's fixed 30 s (`docs/encoding.md` sections 11, 13).
     pub clock_skew_ms: u64,
+    /// Connections served at once; at the cap a new connection waits up to
+    /// 500 ms for a slot, then is closed. Lowered at start to fit under the
+    /// open-file limit (less 256 descriptors for the store and the relay).
+    pub max_connections: usize,
+    /// Connections at once from one client address (IP); the next is closed.
+    pub max_connections_per_address: usize,
+    /// Time for a whole request head, from accept or from the first byte
+    /// after an answer (ms); then 408 and close.
+    pub header_read_timeout_ms: u64,
+    /// Time for a whole request body, from the end of its head (ms); then
+    /// 408 and close.
+    pub body_read_timeout_ms: u64,
+    /// Time a kept-alive connection may wait for its next request, and a
+    /// response write may make no progress (ms); then close.
+    pub idle_timeout_ms: u64,
+    /// Time connections get to finish after SIGTERM/SIGINT (ms); then the
+    /// connections still open are dropped and the ledger writer is drained.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for HttpSettings {
@@ -172,6 +196,12 @@ impl Default for HttpSettings {
         HttpSettings {
             max_body_bytes: 16 * 1024 * 1024,
             clock_skew_ms: 30_000,
+            max_connections: 4096,
+            max_connections_per_address: 256,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 60_000,
+            idle_timeout_ms: 30_000,
+            shutdown_grace_ms: 10_000,
         }
     }
 }
@@ -239,6 +269,12 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("ledger.min_free_bytes", Kind::Int),
     ("http.max_body_bytes", Kind::Int),
     ("http.clock_skew_ms", Kind::Int),
+    ("http.max_connections", Kind::Int),
+    ("http.max_connections_per_address", Kind::Int),
+    ("http.header_read_timeout_ms", Kind::Int),
+    ("http.body_read_timeout_ms", Kind::Int),
+    ("http.idle_timeout_ms", Kind::Int),
+    ("http.shutdown_grace_ms", Kind::Int),
     ("webhooks", Kind::Map),
 ];
 
@@ -369,6 +405,28 @@ impl Config {
         if self.http.clock_skew_ms == 0 || self.http.clock_skew_ms > 600_000 {
             return bad("http.clock_skew_ms", "must be between 1 and 600000");
         }
+        let h = &self.http;
+        if !(1..=1_000_000).contains(&h.max_connections) {
+            return bad("http.max_connections", "must be between 1 and 1000000");
+        }
+        if !(1..=1_000_000).contains(&h.max_connections_per_address) {
+            return bad(
+                "http.max_connections_per_address",
+                "must be between 1 and 1000000",
+            );
+        }
+        for (setting, v) in [
+            ("http.header_read_timeout_ms", h.header_read_timeout_ms),
+            ("http.body_read_timeout_ms", h.body_read_timeout_ms),
+            ("http.idle_timeout_ms", h.idle_timeout_ms),
+        ] {
+            if !(100..=3_600_000).contains(&v) {
+                return bad(setting, "must be between 100 and 3600000");
+            }
+        }
+        if h.shutdown_grace_ms > 3_600_000 {
+            return bad("http.shutdown_grace_ms", "must be at most 3600000");
+        }
         if let Some(r) = &self.relay {
             if r.sync_interval_ms < 10 || r.sync_interval_ms > 3_600_000 {
                 return bad("relay.sync_interval_ms", "must be between 10 and 3600000");
@@ -480,6 +538,55 @@ data = "d.key"
         .unwrap_err()
         .to_string();
         assert!(e.contains("registry_sha256") || e.contains("hex"), "{e}");
+    }
+
+    #[test]
+    fn http_connection_limits_defaults_overrides_and_ranges() {
+        let c = load(BASE, &[]).unwrap();
+        let h = c.http;
+        assert_eq!(
+            (
+                h.max_connections,
+                h.max_connections_per_address,
+                h.header_read_timeout_ms,
+                h.body_read_timeout_ms,
+                h.idle_timeout_ms,
+                h.shutdown_grace_ms
+            ),
+            (4096, 256, 10_000, 60_000, 30_000, 10_000)
+        );
+        let c = load(
+            &format!("{BASE}\n[http]\nmax_connections = 100\nidle_timeout_ms = 5000\n"),
+            &[
+                ("TONGBAN_HTTP_MAX_CONNECTIONS_PER_ADDRESS", "7"),
+                ("TONGBAN_HTTP_SHUTDOWN_GRACE_MS", "0"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.http.max_connections,
+                c.http.max_connections_per_address,
+                c.http.idle_timeout_ms,
+                c.http.shutdown_grace_ms
+            ),
+            (100, 7, 5000, 0)
+        );
+        for (var, value) in [
+            ("TONGBAN_HTTP_MAX_CONNECTIONS", "0"),
+            ("TONGBAN_HTTP_MAX_CONNECTIONS_PER_ADDRESS", "0"),
+            ("TONGBAN_HTTP_HEADER_READ_TIMEOUT_MS", "10"),
+            ("TONGBAN_HTTP_BODY_READ_TIMEOUT_MS", "0"),
+            ("TONGBAN_HTTP_IDLE_TIMEOUT_MS", "99999999"),
+            ("TONGBAN_HTTP_SHUTDOWN_GRACE_MS", "99999999"),
+        ] {
+            let e = load(BASE, &[(var, value)]).unwrap_err().to_string();
+            let setting = var
+                .strip_prefix("TONGBAN_HTTP_")
+                .unwrap()
+                .to_ascii_lowercase();
+            assert!(e.contains(&format!("http.{setting}")), "{var}: {e}");
+        }
     }
 
     #[test]

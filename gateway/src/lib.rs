@@ -18,6 +18,8 @@
 //! * [`auth`] — signed requests: no shared secrets, replay window.
 //! * [`api`] — the HTTP routes ([`api::router`]) and [`api::ApiError`].
 //! * [`server`] — [`server::Gateway::open`] and [`server::Gateway::serve`].
+//! * [`http_serve`] — the HTTP connection loop: caps, per-address limits,
+//!   timeouts, accept back-off, shutdown deadline.
 //! * [`client`] — the signing HTTP client the CLI and tests use.
 //! * [`metrics`], [`state`], [`clock`].
 pub mod api;
@@ -33,6 +35,7 @@ pub mod config;
 pub mod datakey;
 pub mod demo;
 pub mod guard;
+pub mod http_serve;
 pub mod inbox;
 pub mod index;
 pub mod keyfile;

@@ -367,6 +367,11 @@ fn main() -> std::process::ExitCode {
         "info"
     };
     init_logs(cli.log_format, default);
+    if matches!(cli.command, Command::Serve { .. } | Command::Utility { .. }) {
+        // A server holds a descriptor per connection: use the hard limit.
+        let (soft, hard) = gateway::http_serve::raise_fd_limit();
+        tracing::debug!(soft, hard, "open-file limit");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -424,7 +429,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             })
             .await?;
             let (gw, cfg) = (gw.0?, gw.1);
-            let listener = tokio::net::TcpListener::bind(&cfg.http_listen)
+            let listener = gateway::http_serve::bind(&cfg.http_listen)
                 .await
                 .with_context(|| format!("binding {}", cfg.http_listen))?;
             let addr = listener.local_addr()?;

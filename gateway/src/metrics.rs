@@ -29,6 +29,8 @@ struct Route {
 pub struct Metrics {
     routes: Mutex<BTreeMap<(String, String), Route>>,
     refusals: Mutex<BTreeMap<String, u64>>,
+    /// The HTTP listener's connection counters (shared with its accept loop).
+    pub connections: Arc<crate::http_serve::ConnStats>,
 }
 
 impl Metrics {
@@ -92,6 +94,7 @@ impl Metrics {
             ));
         }
         drop(routes);
+        self.connections.render(&mut out);
         out.push_str("# TYPE tongban_refusals_total counter\n");
         for (code, n) in self
             .refusals

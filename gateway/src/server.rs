@@ -30,6 +30,7 @@ pub struct Gateway {
     writer_thread: WriterThread,
     relay: Option<(relay::RelayConfig, Duration)>,
     webhooks: std::collections::BTreeMap<String, reqwest::Url>,
+    http: crate::http_serve::Limits,
 }
 
 impl Gateway {
@@ -248,11 +249,15 @@ impl Gateway {
             writer_thread,
             relay,
             webhooks,
+            http: crate::http_serve::Limits::from(&cfg.http),
         })
     }
 
-    /// Serves HTTP on `listener` until `shutdown` completes, then finishes the
-    /// requests in flight and drains the ledger writer.
+    /// Serves HTTP on `listener` (within the `[http]` limits) until `shutdown`
+    /// completes, then gives the requests in flight up to
+    /// `http.shutdown_grace_ms` to finish, drops the connections still open,
+    /// and drains the ledger writer: every write it took, acknowledged or
+    /// not yet, is applied before this returns.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -263,6 +268,7 @@ impl Gateway {
             writer_thread,
             relay,
             webhooks,
+            http,
             ..
         } = self;
         if let Some((rc, sync)) = relay {
@@ -289,11 +295,9 @@ impl Gateway {
         let writer = state.writer.clone();
         let weak = Arc::downgrade(&state);
         let relay = state.relay.get().cloned();
+        let connections = state.metrics.connections.clone();
         drop(state);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("HTTP server")?;
+        crate::http_serve::serve(listener, app, http, connections, shutdown).await;
         // Stop the relay (requests in flight fail at once), then the writer:
         // what it already took is applied before it exits.
         if let Some(r) = relay {
@@ -427,5 +431,7 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutdown signal received; finishing requests in flight");
+    tracing::info!(
+        "shutdown signal received; finishing requests in flight (up to http.shutdown_grace_ms)"
+    );
 }

@@ -256,7 +256,7 @@ pub async fn serve_config(
     let cfg = Config::load(config_path, &|_| None)?;
     let gw = Gateway::open(&cfg, clock)?;
     let state = gw.state.clone();
-    let listener = tokio::net::TcpListener::bind(listen)
+    let listener = crate::http_serve::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     let url = format!("http://{}", listener.local_addr()?);

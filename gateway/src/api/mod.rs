@@ -194,7 +194,7 @@ impl FromRequest<Arc<AppState>> for Signed {
         }
         let body = axum::body::to_bytes(body, limit)
             .await
-            .map_err(|_| too_large(limit))?;
+            .map_err(|e| body_error(&e, limit))?;
         for name in [
             crate::auth::MEMBER,
             crate::auth::TIMESTAMP,
@@ -241,6 +241,35 @@ impl FromRequest<Arc<AppState>> for Signed {
             }
         }
     }
+}
+
+/// Why a request body could not be read: it did not arrive within the body
+/// timeout (408), it broke off (400), or it is over the limit (413).
+fn body_error(e: &axum::Error, limit: usize) -> ApiError {
+    if crate::http_serve::is_body_timeout(e) {
+        return timed_out();
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if c.is::<hyper::Error>() {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "request.incomplete",
+                "the request body broke off",
+            );
+        }
+        cur = c.source();
+    }
+    too_large(limit)
+}
+
+/// 408: the request did not arrive in time.
+pub fn timed_out() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request.timeout",
+        "the request body did not arrive within the body timeout",
+    )
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -343,6 +372,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/light", get(matches::light_status))
         .route("/v1/light/{chain}/unfreeze", post(matches::unfreeze))
         .route("/metrics", get(health::metrics))
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "route.method_not_allowed",
+                "this route does not take this method (see the `allow` header and /v1/openapi.json)",
+            )
+        })
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track,
@@ -351,11 +387,123 @@ pub fn router(state: Arc<AppState>) -> Router {
             ApiError::not_found("route.not_found", "no such route; see /v1/openapi.json")
         })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// The stable code of an error status that no handler chose (axum's own
+/// rejections, say).
+fn status_code_name(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 422 => "request.invalid",
+        404 => "route.not_found",
+        405 => "route.method_not_allowed",
+        408 => "request.timeout",
+        411 => "request.length_required",
+        413 => "request.too_large",
+        414 => "request.uri_too_long",
+        415 => "request.unsupported_media_type",
+        431 => "request.headers_too_large",
+        500..=599 => "internal",
+        _ => "request.refused",
+    }
+}
+
+/// The outermost layer: an error answer that is not JSON (one made by axum
+/// rather than by a handler) gets the API's JSON error body, with the stable
+/// code of its status and axum's short text as the message. JSON answers
+/// ([`ApiError`], the 503 of `/readyz`, the 502 of a match) pass unchanged.
+pub async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || json || resp.extensions().get::<RefusalCode>().is_some() {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 1024)
+        .await
+        .ok()
+        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    let message = text.unwrap_or_else(|| {
+        status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_ascii_lowercase()
+    });
+    let mut new = ApiError::new(status, status_code_name(status), message).into_response();
+    // Keep what the answer said besides its body (`allow` on a 405, say).
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            new.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    new
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+
+    async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, String, String) {
+        let resp = tower_service::Service::call(&mut app.clone(), req)
+            .await
+            .unwrap();
+        let status = resp.status();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, ct, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// An error axum makes itself (here the 415 of its `Json` extractor, in
+    /// plain text) gets the API's JSON error body; a JSON error passes as is.
+    #[tokio::test]
+    async fn errors_made_by_axum_get_the_json_error_body() {
+        let app = axum::Router::new()
+            .route(
+                "/json",
+                axum::routing::post(|_: axum::Json<serde_json::Value>| async {}),
+            )
+            .route(
+                "/own",
+                axum::routing::get(|| async {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(serde_json::json!({"status": "not_ready"})),
+                    )
+                }),
+            )
+            .layer(axum::middleware::map_response(super::json_errors));
+        let (status, ct, body) =
+            call(&app, Request::post("/json").body(Body::from("{}")).unwrap()).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(ct.starts_with("application/json"), "{ct}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["code"], "request.unsupported_media_type", "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("Content-Type"),
+            "{v}"
+        );
+        let (status, _, body) = call(&app, Request::get("/own").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, r#"{"status":"not_ready"}"#);
+    }
+
     /// Every route the router serves is documented in the OpenAPI document,
     /// and nothing else is.
     #[test]
