@@ -110,7 +110,14 @@ pub async fn run(o: BundleOptions) -> anyhow::Result<Vec<Figure>> {
     .collect();
     let mut cities = BTreeMap::new();
     for c in ["nanjing", "shanghai", "hefei"] {
-        let files = city_files_for_load(c, &relay_section(&format!("{c}.gateway"), &addrs));
+        // One local load generator stands for many clients: no per-address cap.
+        let files = city_files_for_load(
+            c,
+            &format!(
+                "{}[http]\nmax_connections_per_address = 100000\n",
+                relay_section(&format!("{c}.gateway"), &addrs)
+            ),
+        );
         let run = start(&files).await;
         cities.insert(c, City { files, run });
     }

@@ -85,8 +85,16 @@ async fn setup(subjects: usize) -> anyhow::Result<Setup> {
         .into_iter()
         .map(|g| (g.to_owned(), free_multiaddr()))
         .collect();
-    let files_sh = city_files_for_load("shanghai", &relay_section("shanghai.gateway", &addrs));
-    let files_nj = city_files_for_load("nanjing", &relay_section("nanjing.gateway", &addrs));
+    // One local load generator stands for many clients: no per-address cap.
+    let http = "[http]\nmax_connections_per_address = 100000\n";
+    let files_sh = city_files_for_load(
+        "shanghai",
+        &format!("{}{http}", relay_section("shanghai.gateway", &addrs)),
+    );
+    let files_nj = city_files_for_load(
+        "nanjing",
+        &format!("{}{http}", relay_section("nanjing.gateway", &addrs)),
+    );
     let sh = start(&files_sh).await;
     let nj = start(&files_nj).await;
     // The provider's records: each names two subjects.
@@ -217,6 +225,13 @@ fn floor_seconds(s: &Setup, sample: &(MatchRequest, MatchReply, AnswerPlain)) ->
                 &mut rng,
             )
             .ok();
+            // Between the gateways: the whole request sealed to the provider
+            // department and opened by its gateway (docs/encoding.md §13).
+            if let Some(r) = &r
+                && let Ok(env) = proofs::matching::SealedRequest::seal(r, &provider_pk, &mut rng)
+            {
+                let _ = env.open(&provider_hpke);
+            }
             // Provider: verify, open the subject, seal the answer, sign the log entry.
             if let Some(r) = &r {
                 let _ = r.verify_signature(roots);
