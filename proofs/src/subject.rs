@@ -149,11 +149,16 @@ fn is_format(c: char) -> bool {
 /// again. Idempotent.
 pub fn normalise_name(raw: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
-    let folded: String = raw
-        .nfkc()
-        .filter(|c| !is_format(*c))
-        .collect::<String>()
-        .to_lowercase();
+    // ASCII is its own NFKC and holds no format character.
+    let ascii = raw.is_ascii();
+    let folded: String = if ascii {
+        raw.to_ascii_lowercase()
+    } else {
+        raw.nfkc()
+            .filter(|c| !is_format(*c))
+            .collect::<String>()
+            .to_lowercase()
+    };
     let mut out = String::with_capacity(folded.len());
     for word in folded.split(char::is_whitespace).filter(|w| !w.is_empty()) {
         if !out.is_empty() {
@@ -161,7 +166,7 @@ pub fn normalise_name(raw: &str) -> String {
         }
         out.push_str(word);
     }
-    out.nfkc().collect()
+    if ascii { out } else { out.nfkc().collect() }
 }
 
 impl SubjectId {
@@ -244,11 +249,15 @@ impl SubjectId {
     /// identity number or credit code is refused, never taken for a name.
     pub fn infer(raw: &str) -> Result<Self, SubjectError> {
         // Full-width digits and letters of a number are read as plain ones.
-        let plain = {
+        let plain;
+        let raw = if raw.is_ascii() {
+            // ASCII is its own NFKC: no copy on the common path.
+            raw
+        } else {
             use unicode_normalization::UnicodeNormalization;
-            raw.nfkc().collect::<String>()
+            plain = raw.nfkc().collect::<String>();
+            plain.as_str()
         };
-        let raw = plain.as_str();
         let t = raw.trim();
         if t.len() == 18 && t.bytes().all(|c| c.is_ascii_alphanumeric()) {
             let resident = Self::new(IdKind::Resident, raw);

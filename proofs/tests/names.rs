@@ -68,6 +68,15 @@ fn variants_of_a_registered_name_get_its_subject_reference() {
 }
 
 proptest! {
+    /// The ASCII fast path gives what the full steps give.
+    #[test]
+    fn ascii_takes_the_same_steps(s in "[ -~\t\n]{0,40}") {
+        use unicode_normalization::UnicodeNormalization;
+        let full: String = s.nfkc().collect::<String>().to_lowercase();
+        let full = full.split_whitespace().collect::<Vec<_>>().join(" ");
+        prop_assert_eq!(normalise_name(&s), full);
+    }
+
     #[test]
     fn normalisation_is_idempotent(s in "\\PC{0,40}") {
         let once = normalise_name(&s);
