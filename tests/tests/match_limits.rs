@@ -12,7 +12,7 @@ use gateway::records::RecordInput;
 use gateway::testkit::{
     CityFiles, Running, city_files, key, marriage, resident, start, start_with_clock, subject_key,
 };
-use proofs::matching::{MatchRequest, Verdict};
+use proofs::matching::{AnswerPlain, MatchAnswer, MatchRequest, Verdict};
 use regions::test_keys::hpke_secret_key;
 
 const CONTRACT: &str = "house-transfer.marriage";
@@ -99,7 +99,15 @@ fn married() -> serde_json::Value {
     serde_json::json!([{ "field": "status", "op": "eq", "value": "married" }])
 }
 
-fn request_at(files: &CityFiles, q: &str, subject: &str, at: u64) -> MatchRequest {
+/// The centre's request of `provider` under `contract`, signed at `at`.
+fn signed_request(
+    files: &CityFiles,
+    provider: &str,
+    contract: &str,
+    q: &str,
+    subject: &str,
+    at: u64,
+) -> MatchRequest {
     let roots = files.registry.trust_roots(files.registry_hash).unwrap();
     sign_match(
         &files.registry,
@@ -107,8 +115,8 @@ fn request_at(files: &CityFiles, q: &str, subject: &str, at: u64) -> MatchReques
         CENTRE,
         &key(CENTRE),
         &MatchAsk {
-            provider: PROVIDER,
-            contract: CONTRACT,
+            provider,
+            contract,
             question: q,
             subject,
             ttl_ms: 60_000,
@@ -116,6 +124,10 @@ fn request_at(files: &CityFiles, q: &str, subject: &str, at: u64) -> MatchReques
         at,
     )
     .unwrap()
+}
+
+fn request_at(files: &CityFiles, q: &str, subject: &str, at: u64) -> MatchRequest {
+    signed_request(files, PROVIDER, CONTRACT, q, subject, at)
 }
 
 fn verdict_of(files: &CityFiles, reply: &MatchReply, req: &MatchRequest, at: u64) -> Verdict {
@@ -126,6 +138,19 @@ fn verdict_of(files: &CityFiles, reply: &MatchReply, req: &MatchRequest, at: u64
         .verdict
 }
 
+/// A provider's answer as the centre opens it (the reply's own report is not needed).
+fn opened(files: &CityFiles, req: &MatchRequest, answer: MatchAnswer, at: u64) -> AnswerPlain {
+    let reply = MatchReply {
+        answer,
+        report: serde_json::Value::Null,
+        verified: false,
+    };
+    let roots = files.registry.trust_roots(files.registry_hash).unwrap();
+    open_match(&reply, req, &roots, &hpke_secret_key(CENTRE), at)
+        .unwrap()
+        .0
+}
+
 /// What the provider answers in process (the relay's path), opened.
 async fn answer_at(
     files: &CityFiles,
@@ -134,14 +159,7 @@ async fn answer_at(
     at: u64,
 ) -> Result<Verdict, String> {
     match gateway::matching::answer(&run.state, req.clone()).await {
-        Ok(answer) => {
-            let reply = MatchReply {
-                answer,
-                report: serde_json::Value::Null,
-                verified: false,
-            };
-            Ok(verdict_of(files, &reply, req, at))
-        }
+        Ok(answer) => Ok(opened(files, req, answer, at).verdict),
         Err(r) => Err(r.code),
     }
 }
@@ -203,12 +221,7 @@ async fn two_hundred_parallel_matches_never_exceed_the_subject_budget() {
     let mut answered = 0;
     for t in tasks {
         let (req, a) = t.await.unwrap();
-        let reply = MatchReply {
-            answer: a.unwrap(),
-            report: serde_json::Value::Null,
-            verified: false,
-        };
-        if verdict_of(&files, &reply, &req, now()) == Verdict::Holds {
+        if opened(&files, &req, a.unwrap(), now()).verdict == Verdict::Holds {
             answered += 1;
         }
     }
@@ -409,22 +422,7 @@ async fn a_department_sees_only_its_own_accesses_and_question_values_are_not_kep
         "purpose": files.registry.contract(newborn).unwrap().purpose,
     })
     .to_string();
-    let roots = files.registry.trust_roots(files.registry_hash).unwrap();
-    let req = sign_match(
-        &files.registry,
-        &roots,
-        CENTRE,
-        &key(CENTRE),
-        &MatchAsk {
-            provider: PROVIDER,
-            contract: newborn,
-            question: &q,
-            subject: &resident(1),
-            ttl_ms: 60_000,
-        },
-        now(),
-    )
-    .unwrap();
+    let req = signed_request(&files, PROVIDER, newborn, &q, &resident(1), now());
     let (_, reply): (u16, MatchReply) = client(&files, &run, CENTRE)
         .post("/v1/matches", &req)
         .await
@@ -579,7 +577,6 @@ async fn a_value_contract_is_not_a_free_look_up() {
     .await;
     let contract = "house-transfer.title";
     let purpose = files.registry.contract(contract).unwrap().purpose.clone();
-    let roots = files.registry.trust_roots(files.registry_hash).unwrap();
     let at = now();
     let ask = |predicates: serde_json::Value| {
         let q = serde_json::json!({
@@ -589,32 +586,9 @@ async fn a_value_contract_is_not_a_free_look_up() {
             "purpose": purpose,
         })
         .to_string();
-        sign_match(
-            &files.registry,
-            &roots,
-            CENTRE,
-            &key(CENTRE),
-            &MatchAsk {
-                provider: real_estate,
-                contract,
-                question: &q,
-                subject: &resident(1),
-                ttl_ms: 60_000,
-            },
-            at,
-        )
-        .unwrap()
+        signed_request(&files, real_estate, contract, &q, &resident(1), at)
     };
-    let open = |req: &MatchRequest, answer| {
-        let reply = MatchReply {
-            answer,
-            report: serde_json::Value::Null,
-            verified: false,
-        };
-        open_match(&reply, req, &roots, &hpke_secret_key(CENTRE), at)
-            .unwrap()
-            .0
-    };
+    let open = |req: &MatchRequest, answer| opened(&files, req, answer, at);
     // No predicate: denied, nothing disclosed.
     let req = ask(serde_json::json!([]));
     let plain = open(
