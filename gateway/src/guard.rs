@@ -31,7 +31,7 @@ const MINUTE_MS: u64 = 60_000;
 /// One day, in ms.
 const DAY_MS: u64 = 86_400_000;
 /// Hours east of UTC for calendar days (China Standard Time).
-const TZ_OFFSET_MS: u64 = 8 * 3_600_000;
+pub const TZ_OFFSET_MS: u64 = 8 * 3_600_000;
 
 /// The calendar day (UTC+8) of `now_ms`, as days since 1970-01-01.
 pub fn day_of(now_ms: u64) -> u32 {

@@ -36,8 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::ledger::{AccessEntry, Intent, Outcome, PreparedTx, RecordKey};
 use crate::state::AppState;
 
-/// Hours east of UTC for calendar dates (China Standard Time).
-const TZ_OFFSET_MS: u64 = 8 * 3600 * 1000;
+use crate::guard::TZ_OFFSET_MS;
 
 /// The question inside a request, as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
